@@ -1,0 +1,20 @@
+"""pip install of the Python parts of sparsecomp (``pip install -e .``).
+
+The ROS 2 build (messages, executables, launch and config files) is in
+CMakeLists.txt / package.xml; scripts/setup_env.sh does both for a venv.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="sparsecomp",
+    version="0.1.0",
+    description="Camera-failure-robust 3D dynamic-object detection for ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sparsecomp_core", "sparsecomp_core.*",
+                                    "sparsecomp_ros", "sparsecomp_ros.*"]),
+    # rclpy and the message packages come from a ROS 2 install or from the
+    # ROS 2 PyPI wheels in requirements.txt; torch is chosen per machine
+    # (CPU wheel or CUDA build) by scripts/setup_env.sh.
+    install_requires=["numpy", "scipy", "PyYAML", "tqdm", "rosbags"],
+)

@@ -1,0 +1,1 @@
+"""sparsecomp core: model, training, data and evaluation (PyTorch, no ROS)."""

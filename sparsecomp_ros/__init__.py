@@ -1,0 +1,1 @@
+"""sparsecomp ROS 2 nodes and tools (rclpy)."""
