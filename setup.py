@@ -6,7 +6,9 @@ CMakeLists.txt / package.xml; scripts/setup_env.sh does both for a venv.
 from setuptools import find_packages, setup
 
 setup(
-    name="sparsecomp",
+    # Not "sparsecomp": that distribution name belongs to the rosidl-generated
+    # message package installed into the same site-packages.
+    name="sparsecomp-perception",
     version="0.1.0",
     description="Camera-failure-robust 3D dynamic-object detection for ROS 2",
     license="Apache-2.0",

@@ -128,6 +128,11 @@ if ! up_to_date activate "$key"; then
   mark_done activate "$key"; changed=1
 fi
 
+# Every step's result, checked together: a later step can break an earlier one.
+imports 'import torch, rclpy, tf2_msgs.msg, sparsecomp_core, sparsecomp_ros
+from sparsecomp.msg import DynamicObjectArray, CameraHealth' \
+  || { log "ERROR: the environment is incomplete (an import failed); rerun with --force"; exit 1; }
+
 if [[ $changed == 0 ]]; then
   log "environment up to date (nothing to do)"
 else
