@@ -1,0 +1,1 @@
+"""sparsecomp models: plain nn.Modules with build_*(cfg) factories."""

@@ -1,0 +1,1 @@
+"""The three-level camera-feature completion cascade (SPEC section 4)."""

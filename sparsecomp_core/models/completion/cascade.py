@@ -1,0 +1,113 @@
+"""The completion cascade: temporal -> VAE -> planning-guided (SPEC 4, 8)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ...geometry import Calibration
+from .history import FeatureHistory
+from .losses import planning_guided_loss, ssl_consistency_loss, vae_kl_loss, vae_reconstruction_loss
+from .planning_guided import PlanningGuidedCompletion, PlanningGuidedConfig, build_planning_guided
+from .temporal import TemporalCompletion, TemporalCompletionConfig, build_temporal_completion
+from .vae import PVReconVAE, VAECompletionConfig, build_vae_completion
+
+
+@dataclass
+class CompletionLossWeights:
+    ssl: float = 1.0
+    vae_rec: float = 1.0
+    vae_kl: float = 0.001
+    planning_guided: float = 0.5
+
+
+@dataclass
+class CascadeConfig:
+    temporal: TemporalCompletionConfig = field(default_factory=TemporalCompletionConfig)
+    vae: VAECompletionConfig = field(default_factory=VAECompletionConfig)
+    planning_guided: PlanningGuidedConfig = field(default_factory=PlanningGuidedConfig)
+    loss_weights: CompletionLossWeights = field(default_factory=CompletionLossWeights)
+    temporal_level: int = 2               # FPN level index of stride 32 (level 1 works there only)
+
+
+@dataclass(frozen=True)
+class CascadeState:
+    """Temporal state of the cascade, passed in and returned by each call."""
+    temporal: FeatureHistory = field(default_factory=FeatureHistory)
+
+
+class CompletionCascade(nn.Module):
+    """Runs the enabled levels in one order for training and inference:
+    temporal (1/32 level) -> VAE (training, or always with use_at_inference)
+    -> planning-guided (every level).
+
+    forward(features: list of [B, V, C, h, w], cam_mask [B, V] bool,
+    calibration, ego2global [B, 4, 4] float64, timestamp_us [B] int64,
+    state: CascadeState, sequence_ids=None, ego_trajectory [B, T, 2] or None)
+    -> dict(features: list, state: CascadeState, importance: list of
+    [B, V, h, w], vae: dict or None, planning: dict or None, temporal_gate).
+    Cameras that have not failed are bit-identical at every level.
+    """
+
+    def __init__(self, temporal: TemporalCompletion | None, vae: PVReconVAE | None,
+                 planning_guided: PlanningGuidedCompletion | None, temporal_level: int = 2,
+                 vae_use_at_inference: bool = False, loss_weights: CompletionLossWeights | None = None):
+        super().__init__()
+        self.temporal, self.vae, self.planning_guided = temporal, vae, planning_guided
+        self.temporal_level = temporal_level
+        self.vae_use_at_inference = vae_use_at_inference
+        self.loss_weights = loss_weights or CompletionLossWeights()
+
+    def initial_state(self) -> CascadeState:
+        return CascadeState(self.temporal.empty_history() if self.temporal is not None else FeatureHistory())
+
+    def forward(self, features: list[Tensor], cam_mask: Tensor, calibration: Calibration, ego2global: Tensor,
+                timestamp_us: Tensor, state: CascadeState | None = None, sequence_ids: Sequence | None = None,
+                ego_trajectory: Tensor | None = None) -> dict:
+        state = state or self.initial_state()
+        features = list(features)
+        result = {"state": state, "vae": None, "planning": None, "temporal_gate": None, "importance": []}
+        if self.temporal is not None:
+            level = self.temporal_level
+            out = self.temporal(features[level], cam_mask, calibration, ego2global, timestamp_us,
+                                state.temporal, sequence_ids)
+            features[level] = out["features"]
+            result["state"] = CascadeState(out["history"])
+            result["temporal_gate"] = out["gate"]
+        if self.vae is not None and (self.training or self.vae_use_at_inference):
+            result["vae"] = self.vae(features, cam_mask)
+            features = result["vae"]["features"]
+        if self.planning_guided is not None:
+            result["planning"] = self.planning_guided(features, cam_mask, calibration, ego_trajectory)
+            features = result["planning"]["features"]
+            result["importance"] = result["planning"]["importance"]
+        result["features"] = features
+        return result
+
+    def losses(self, outputs: dict, teacher_features: list[Tensor], cam_mask: Tensor) -> dict[str, Tensor]:
+        """Weighted cascade losses from forward's outputs and the teacher's features."""
+        weights = self.loss_weights
+        device = teacher_features[0].device
+        losses = {"loss_ssl": weights.ssl * ssl_consistency_loss(outputs["features"], teacher_features, cam_mask)}
+        if outputs["vae"] is not None:
+            vae = outputs["vae"]
+            losses["loss_vae_rec"] = weights.vae_rec * vae_reconstruction_loss(vae["reconstructions"],
+                                                                               teacher_features, cam_mask)
+            losses["loss_vae_kl"] = weights.vae_kl * vae_kl_loss(vae["mu"], vae["logvar"]).to(device)
+        if outputs["planning"] is not None:
+            planning = outputs["planning"]
+            losses["loss_planning_guided"] = weights.planning_guided * planning_guided_loss(
+                planning["completed"], teacher_features, planning["importance"], cam_mask)
+        return losses
+
+
+def build_completion_cascade(cfg: CascadeConfig, channels: int, num_cameras: int,
+                             strides: tuple[int, ...]) -> CompletionCascade:
+    temporal_stride = strides[cfg.temporal_level]
+    return CompletionCascade(
+        build_temporal_completion(cfg.temporal, channels, num_cameras, temporal_stride),
+        build_vae_completion(cfg.vae, channels, len(strides)),
+        build_planning_guided(cfg.planning_guided, channels, num_cameras, strides),
+        cfg.temporal_level, cfg.vae.use_at_inference, cfg.loss_weights)
