@@ -156,7 +156,10 @@ class ImageBackbone(nn.Module):
         classifier keys are ignored, any other mismatch raises."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = self.resnet.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.resnet.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise ValueError(f"{path}: not a matching ResNet state_dict: {exc}") from exc
         if missing or unexpected:
             raise ValueError(f"{path}: not a matching ResNet state_dict "
                              f"(missing {missing[:5]}..., unexpected {unexpected[:5]}...)")

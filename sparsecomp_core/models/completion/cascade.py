@@ -40,8 +40,9 @@ class CascadeState:
 
 class CompletionCascade(nn.Module):
     """Runs the enabled levels in one order for training and inference:
-    temporal (1/32 level) -> VAE (training, or always with use_at_inference)
-    -> planning-guided (every level).
+    temporal (1/32 level) -> VAE -> planning-guided (every level). The VAE
+    runs in training (its output passed on with probability
+    1 - vae_train_bypass_probability) and at inference with use_at_inference.
 
     forward(features: list of [B, V, C, h, w], cam_mask [B, V] bool,
     calibration, ego2global [B, 4, 4] float64, timestamp_us [B] int64,
@@ -53,11 +54,13 @@ class CompletionCascade(nn.Module):
 
     def __init__(self, temporal: TemporalCompletion | None, vae: PVReconVAE | None,
                  planning_guided: PlanningGuidedCompletion | None, temporal_level: int = 2,
-                 vae_use_at_inference: bool = False, loss_weights: CompletionLossWeights | None = None):
+                 vae_use_at_inference: bool = False, loss_weights: CompletionLossWeights | None = None,
+                 vae_train_bypass_probability: float = 0.5):
         super().__init__()
         self.temporal, self.vae, self.planning_guided = temporal, vae, planning_guided
         self.temporal_level = temporal_level
         self.vae_use_at_inference = vae_use_at_inference
+        self.vae_train_bypass_probability = vae_train_bypass_probability
         self.loss_weights = loss_weights or CompletionLossWeights()
 
     def initial_state(self) -> CascadeState:
@@ -78,7 +81,9 @@ class CompletionCascade(nn.Module):
             result["temporal_gate"] = out["gate"]
         if self.vae is not None and (self.training or self.vae_use_at_inference):
             result["vae"] = self.vae(features, cam_mask)
-            features = result["vae"]["features"]
+            bypass = self.training and bool(torch.rand(()) < self.vae_train_bypass_probability)
+            if not bypass:
+                features = result["vae"]["features"]
         if self.planning_guided is not None:
             result["planning"] = self.planning_guided(features, cam_mask, calibration, ego_trajectory)
             features = result["planning"]["features"]
@@ -110,4 +115,4 @@ def build_completion_cascade(cfg: CascadeConfig, channels: int, num_cameras: int
         build_temporal_completion(cfg.temporal, channels, num_cameras, temporal_stride),
         build_vae_completion(cfg.vae, channels, len(strides)),
         build_planning_guided(cfg.planning_guided, channels, num_cameras, strides),
-        cfg.temporal_level, cfg.vae.use_at_inference, cfg.loss_weights)
+        cfg.temporal_level, cfg.vae.use_at_inference, cfg.loss_weights, cfg.vae.train_bypass_probability)

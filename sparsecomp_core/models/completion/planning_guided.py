@@ -46,8 +46,8 @@ def trajectory_importance(trajectory: Tensor | None, intrinsics: Tensor, cam2ego
     dense = (path[:, :-1, None] + (path[:, 1:] - path[:, :-1])[:, :, None] * alphas[None, None, :, None]).flatten(1, 2)
     dense = torch.cat([dense, path[:, -1:]], dim=1)
     points = torch.cat([dense, torch.full_like(dense[..., :1], ground_height)], dim=-1)   # [B, P, 3]
-    points_cam = transform_points(torch.linalg.inv(cam2ego)[:, :, None], points[:, None])  # [B, V, P, 3]
-    pixels, in_front = project_points(intrinsics[:, :, None], points_cam, min_depth=0.5)   # [B, V, P, 2]
+    points_cam = transform_points(torch.linalg.inv(cam2ego), points[:, None])            # [B, V, P, 3]
+    pixels, in_front = project_points(intrinsics, points_cam, min_depth=0.5)               # [B, V, P, 2]
     centres = pixel_centres(height, width, intrinsics.device)                               # [HW, 2]
     dist2 = ((centres[None, None, :, None] - pixels[:, :, None]) ** 2).sum(-1)             # [B, V, HW, P]
     dist2 = dist2.masked_fill(~in_front[:, :, None], float("inf"))

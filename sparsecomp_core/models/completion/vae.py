@@ -15,6 +15,16 @@ class VAECompletionConfig:
     # The seeds run the VAE in training only; at inference it is the
     # zero-history fallback, evaluated both ways.
     use_at_inference: bool = False
+    # In training the VAE always runs (its losses train it) but its output is
+    # passed on to level 3 only with probability 1 - train_bypass_probability:
+    # level 3 then learns from both inputs, so inference is valid with the VAE
+    # on or off (with the VAE always passed on, skipping it at inference
+    # feeds level 3 inputs it never saw; see docs/decisions.md).
+    train_bypass_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.train_bypass_probability <= 1.0:
+            raise ValueError("train_bypass_probability must be in [0, 1]")
 
 
 class LevelVAE(nn.Module):

@@ -1,0 +1,1 @@
+"""Data: synthetic sources, dataset loading."""

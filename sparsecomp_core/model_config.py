@@ -1,0 +1,51 @@
+"""Model configuration (``config/models/*.yaml``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import load_config
+from .models.backbone import BackboneConfig
+from .models.completion.cascade import CascadeConfig
+from .rig import RigConfig, load_rig
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
+
+
+@dataclass
+class CameraDropoutConfig:
+    """RandCamMask in training (SPEC 2)."""
+    p_missing: float = 0.6
+    n_min: int = 1
+    n_max: int = 2
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    rig: str = "default7"                 # config/rigs/<rig>.yaml, or a path
+    image_height: int | None = None       # model input; default: the rig's
+    image_width: int | None = None
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    camera_dropout: CameraDropoutConfig = field(default_factory=CameraDropoutConfig)
+
+    def __post_init__(self) -> None:
+        if (self.image_height is None) != (self.image_width is None):
+            raise ValueError("give both image_height and image_width, or neither")
+        if self.image_height is not None and (self.image_height % 64 or self.image_width % 64):
+            raise ValueError("image_height and image_width must be multiples of 64 (the coarsest FPN stride)")
+
+    def load_rig(self) -> RigConfig:
+        rig = load_rig(self.rig)
+        if self.image_height is not None:
+            rig.image_height, rig.image_width = self.image_height, self.image_width
+        return rig
+
+
+def load_model_config(name_or_path: str | Path) -> ModelConfig:
+    """``config/models/<name>.yaml`` or a YAML path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MODEL_CONFIG_DIR / f"{name_or_path}.yaml"
+    return load_config(ModelConfig, path)
