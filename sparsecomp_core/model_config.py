@@ -6,7 +6,13 @@ from pathlib import Path
 
 from .config import load_config
 from .models.backbone import BackboneConfig
+from .models.bev.grid import BEVGridConfig
+from .models.bev.lidar import LidarConfig
+from .models.bev.view_transform import ViewTransformConfig
 from .models.completion.cascade import CascadeConfig
+from .models.head.dynamic_head import DynamicHeadConfig
+from .models.head.losses import DynamicLossConfig
+from .models.head.postprocess import PostProcessConfig
 from .rig import RigConfig, load_rig
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
@@ -29,6 +35,13 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     camera_dropout: CameraDropoutConfig = field(default_factory=CameraDropoutConfig)
+    bev: BEVGridConfig = field(default_factory=BEVGridConfig)
+    bev_channels: int = 256
+    view_transform: ViewTransformConfig = field(default_factory=ViewTransformConfig)
+    lidar: LidarConfig = field(default_factory=LidarConfig)
+    head: DynamicHeadConfig = field(default_factory=DynamicHeadConfig)
+    loss: DynamicLossConfig = field(default_factory=DynamicLossConfig)
+    postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
 
     def __post_init__(self) -> None:
         if (self.image_height is None) != (self.image_width is None):

@@ -27,8 +27,8 @@ def sine_position_encoding(height: int, width: int, channels: int, device=None) 
 class KeyMaskedAttention(nn.Module):
     """Multi-head attention in which masked keys get exactly zero weight.
 
-    forward(query [N, Lq, C], key [N, Lk, C], value [N, Lk, C], key_valid [N, Lk] bool)
-    -> (out [N, Lq, C], has_keys [N] bool, weights [N, heads, Lq, Lk] or None).
+    forward(query [N, Lq, C], key [N, Lk, C], value [N, Lk, C], key_valid [N, Lk] bool
+    or None (all valid)) -> (out [N, Lq, C], has_keys [N] bool, weights [N, heads, Lq, Lk] or None).
     Rows with no valid key at all produce zeros and ``has_keys = False``: the
     caller must keep its input there. Uses scaled_dot_product_attention
     (fused kernels on GPU); ``need_weights`` computes weights explicitly.
@@ -47,8 +47,10 @@ class KeyMaskedAttention(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [N, heads, L, d]
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_valid: Tensor,
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_valid: Tensor | None,
                 need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        if key_valid is None:
+            key_valid = torch.ones(key.shape[:2], dtype=torch.bool, device=key.device)
         has_keys = key_valid.any(dim=1)
         # A row without keys would be NaN; let it attend anywhere, then zero it.
         mask = (key_valid | ~has_keys[:, None])[:, None, None, :]

@@ -1,0 +1,1 @@
+"""BEV features: camera view transform, LiDAR branch, fuser (SPEC 5)."""

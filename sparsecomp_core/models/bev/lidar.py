@@ -1,0 +1,114 @@
+"""LiDAR branch: dynamic pillars -> pillar feature net -> scatter -> BEV backbone."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .grid import BEVGrid
+
+
+@dataclass
+class LidarConfig:
+    enable: bool = True
+    pillar_channels: int = 64
+    backbone_channels: int = 128
+    z_range: tuple[float, float] = (-3.0, 5.0)     # points outside are dropped
+    max_intensity: float = 255.0                   # intensity is divided by this
+
+
+class PillarFeatureNet(nn.Module):
+    """Per point: (x, y, z, intensity, offsets from the pillar's centre and mean)
+    -> linear -> norm -> ReLU, max-pooled per pillar (dynamic pillars: no cap on
+    points per pillar, no Python loop over points).
+
+    forward(points [N, 4], pillar index [N] (flat, batch-offset), num_pillars)
+    -> pillar features [num_pillars, C] (zeros for empty pillars).
+    """
+
+    def __init__(self, grid: BEVGrid, out_channels: int, max_intensity: float = 255.0):
+        super().__init__()
+        self.grid, self.max_intensity = grid, max_intensity
+        self.linear = nn.Linear(9, out_channels, bias=False)
+        self.norm = nn.LayerNorm(out_channels)
+
+    def forward(self, points: Tensor, pillar: Tensor, num_pillars: int) -> Tensor:
+        channels = self.linear.out_features
+        count = torch.zeros(num_pillars, device=points.device).index_add_(0, pillar, torch.ones_like(pillar, dtype=torch.float32))
+        mean = torch.zeros(num_pillars, 3, device=points.device).index_add_(0, pillar, points[:, :3])
+        mean = mean / count.clamp(min=1)[:, None]
+        cell_in_map = pillar % (self.grid.height * self.grid.width)
+        centre_x = self.grid.x_min + ((cell_in_map % self.grid.width).float() + 0.5) * self.grid.cell
+        centre_y = self.grid.y_min + ((cell_in_map // self.grid.width).float() + 0.5) * self.grid.cell
+        decorated = torch.cat([points[:, :3], points[:, 3:4] / self.max_intensity, points[:, :3] - mean[pillar],
+                               (points[:, 0] - centre_x)[:, None], (points[:, 1] - centre_y)[:, None]], dim=1)
+        per_point = torch.relu(self.norm(self.linear(decorated)))
+        pooled = torch.zeros(num_pillars, channels, device=points.device, dtype=per_point.dtype)
+        return pooled.scatter_reduce(0, pillar[:, None].expand(-1, channels), per_point, reduce="amax",
+                                     include_self=True)
+
+
+class BEVBackbone(nn.Module):
+    """SECOND-style: [B, C_in, H, W] -> [B, C_out, H, W] (two stages, the
+    second at half resolution, upsampled and concatenated)."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        self.stage1 = block(in_channels, channels, 1)
+        self.stage2 = block(channels, channels * 2, 2)
+        self.up = nn.Sequential(nn.ConvTranspose2d(channels * 2, channels, 2, 2, bias=False), nn.BatchNorm2d(channels),
+                                nn.ReLU(inplace=True))
+        self.output = nn.Sequential(nn.Conv2d(channels * 2, out_channels, 3, 1, 1, bias=False),
+                                    nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        first = self.stage1(x)
+        second = self.up(self.stage2(first))[..., :first.shape[-2], :first.shape[-1]]
+        return self.output(torch.cat([first, second], dim=1))
+
+
+class LidarBranch(nn.Module):
+    """forward(points: list of B clouds [N_i, >=4] (x, y, z, intensity, ego frame))
+    -> BEV [B, C_out, H, W]. Non-finite points and points outside the grid are
+    dropped; an empty cloud gives an all-zero pillar map."""
+
+    def __init__(self, grid: BEVGrid, out_channels: int, pillar_channels: int = 64, backbone_channels: int = 128,
+                 z_range: tuple[float, float] = (-3.0, 5.0), max_intensity: float = 255.0):
+        super().__init__()
+        self.grid, self.z_range = grid, z_range
+        self.vfe = PillarFeatureNet(grid, pillar_channels, max_intensity)
+        self.bev_backbone = BEVBackbone(pillar_channels, backbone_channels, out_channels)
+
+    def forward(self, points: list[Tensor]) -> Tensor:
+        cells = self.grid.height * self.grid.width
+        batch = len(points)
+        kept, pillars = [], []
+        for b, cloud in enumerate(points):
+            cloud = cloud[:, :4].float()
+            index, inside = self.grid.cell_index(cloud)
+            keep = inside & torch.isfinite(cloud).all(dim=1) & (cloud[:, 2] >= self.z_range[0]) & (cloud[:, 2] < self.z_range[1])
+            kept.append(cloud[keep])
+            pillars.append(index[keep] + b * cells)
+        device = self.vfe.linear.weight.device
+        all_points = torch.cat(kept).to(device) if kept else torch.zeros(0, 4, device=device)
+        pillar_index = torch.cat(pillars).to(device) if pillars else torch.zeros(0, dtype=torch.long, device=device)
+        pillar_features = self.vfe(all_points, pillar_index, batch * cells)             # middle encoder: scatter
+        bev = pillar_features.reshape(batch, self.grid.height, self.grid.width, -1).permute(0, 3, 1, 2)
+        return self.bev_backbone(bev.contiguous())
+
+
+class ConvFuser(nn.Module):
+    """Camera BEV (+ LiDAR BEV) -> fused BEV [B, C, H, W]: concat, conv, BN, ReLU."""
+
+    def __init__(self, in_channels: list[int], out_channels: int):
+        super().__init__()
+        self.fuse = nn.Sequential(nn.Conv2d(sum(in_channels), out_channels, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+    def forward(self, maps: list[Tensor]) -> Tensor:
+        return self.fuse(torch.cat(maps, dim=1))

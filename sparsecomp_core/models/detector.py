@@ -1,0 +1,136 @@
+"""The full model: cameras (+ LiDAR) -> completion -> BEV -> temporal query head -> boxes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..geometry import Calibration
+from ..model_config import ModelConfig
+from .bev.grid import BEVGrid
+from .bev.lidar import ConvFuser, LidarBranch
+from .bev.view_transform import CameraViewTransform
+from .camera_branch import CameraBranch, build_camera_branch
+from .completion.cascade import CascadeState
+from .head.dynamic_head import DynamicHead, build_dynamic_head
+from .head.losses import DynamicLoss
+from .head.neck import ConvResBlockNeck
+from .head.postprocess import PostProcessConfig, postprocess
+from .head.query_queue import QueryQueue
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class FrameInputs:
+    """One synchronised frame of a batch of B streams.
+
+    images: [B, V, 3, H, W] uint8 (0-255) or float (0-1), failed cameras as
+    delivered (black, frozen, ...); cam_mask: [B, V] bool, True = failed;
+    ego2global: [B, 4, 4] float64; timestamp_us: [B] int64; lidar_points: B
+    clouds [N_i, 4] (x, y, z, intensity; ego frame) or None; sequence_ids: B
+    hashable ids or None; ego_trajectory: [B, T, 2] planned/future ego path
+    or None; teacher_images: full images for training, else None.
+    """
+    images: Tensor
+    cam_mask: Tensor
+    calibration: Calibration
+    ego2global: Tensor
+    timestamp_us: Tensor
+    lidar_points: list[Tensor] | None = None
+    sequence_ids: Sequence | None = None
+    ego_trajectory: Tensor | None = None
+    teacher_images: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "FrameInputs":
+        def move(x):
+            return None if x is None else x.to(device, non_blocking=True)
+        return FrameInputs(move(self.images), move(self.cam_mask), self.calibration.to(device), move(self.ego2global),
+                           move(self.timestamp_us),
+                           None if self.lidar_points is None else [p.to(device, non_blocking=True) for p in self.lidar_points],
+                           self.sequence_ids, move(self.ego_trajectory), move(self.teacher_images))
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """All temporal state of the model (explicit; pass it in, take it back)."""
+    cascade: CascadeState = field(default_factory=CascadeState)
+    queries: QueryQueue = field(default_factory=QueryQueue)
+
+
+class SparseCompDetector(nn.Module):
+    """forward(inputs: FrameInputs, state: ModelState) -> dict(head outputs
+    (see DynamicHead), cascade outputs under "completion", state: ModelState).
+    ``forward_train`` adds every loss; ``infer`` post-processes (no grad)."""
+
+    def __init__(self, grid: BEVGrid, camera_branch: CameraBranch, view_transform: CameraViewTransform,
+                 lidar: LidarBranch | None, fuser: ConvFuser, neck: ConvResBlockNeck, head: DynamicHead,
+                 loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_level: int = 1):
+        super().__init__()
+        self.grid = grid
+        self.camera_branch, self.view_transform, self.lidar = camera_branch, view_transform, lidar
+        self.fuser, self.neck, self.head, self.loss = fuser, neck, head, loss
+        self.postprocess_cfg, self.view_level = postprocess_cfg, view_level
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+
+    def initial_state(self) -> ModelState:
+        return ModelState(self.camera_branch.initial_state(), self.head.empty_queue())
+
+    def normalise_images(self, images: Tensor) -> Tensor:
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def forward(self, inputs: FrameInputs, state: ModelState | None = None) -> dict:
+        state = state or self.initial_state()
+        teacher = None if inputs.teacher_images is None else self.normalise_images(inputs.teacher_images)
+        camera = self.camera_branch(self.normalise_images(inputs.images), inputs.cam_mask, inputs.calibration,
+                                    inputs.ego2global, inputs.timestamp_us, state.cascade, inputs.sequence_ids,
+                                    inputs.ego_trajectory, teacher)
+        maps = [self.view_transform(camera["features"][self.view_level], inputs.cam_mask, inputs.calibration)]
+        if self.lidar is not None:
+            clouds = inputs.lidar_points
+            if clouds is None:   # LiDAR configured but absent this frame: an empty sweep
+                clouds = [maps[0].new_zeros(0, 4) for _ in range(maps[0].shape[0])]
+            maps.append(self.lidar(clouds))
+        neck = self.neck(self.fuser(maps))
+        outputs = self.head(neck["tokens"], inputs.ego2global, inputs.timestamp_us, state.queries, inputs.sequence_ids)
+        queue = self.head.update_queue(outputs, inputs.ego2global, inputs.timestamp_us, inputs.sequence_ids)
+        outputs["completion"] = camera
+        outputs["state"] = ModelState(camera["state"], queue)
+        return outputs
+
+    def forward_train(self, inputs: FrameInputs, targets: list[dict], state: ModelState | None = None) -> tuple[dict, ModelState]:
+        """All losses in one dict (cascade losses need inputs.teacher_images) and the new state."""
+        outputs = self(inputs, state)
+        losses = dict(outputs["completion"]["losses"])
+        losses.update(self.loss(outputs, targets))
+        return losses, outputs["state"]
+
+    @torch.no_grad()
+    def infer(self, inputs: FrameInputs, state: ModelState | None = None) -> tuple[list[dict], ModelState]:
+        """Detections per sample (see head.postprocess) and the new state."""
+        outputs = self(inputs, state)
+        return postprocess(outputs, self.postprocess_cfg), outputs["state"]
+
+
+def build_detector(cfg: ModelConfig) -> SparseCompDetector:
+    rig = cfg.load_rig()
+    grid = BEVGrid(cfg.bev)
+    camera_branch = build_camera_branch(cfg, rig.num_cameras)
+    level = cfg.view_transform.feature_level
+    vt = cfg.view_transform
+    view_transform = CameraViewTransform(grid, cfg.backbone.out_channels, cfg.bev_channels,
+                                         camera_branch.backbone.strides[level], tuple(vt.heights),
+                                         vt.points_per_height, vt.max_offset_px)
+    lidar = None
+    if cfg.lidar.enable:
+        lidar = LidarBranch(grid, cfg.bev_channels, cfg.lidar.pillar_channels, cfg.lidar.backbone_channels,
+                            tuple(cfg.lidar.z_range), cfg.lidar.max_intensity)
+    fuser = ConvFuser([cfg.bev_channels] * (2 if lidar is not None else 1), cfg.bev_channels)
+    neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
+    return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
+                              DynamicLoss(cfg.loss), cfg.postprocess, level)

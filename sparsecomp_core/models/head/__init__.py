@@ -1,0 +1,1 @@
+"""The dynamic-object head: neck, streaming temporal queries, losses (SPEC 6)."""

@@ -1,0 +1,65 @@
+"""Box conventions, classes, occlusion states and yaw angle bins.
+
+A box is [x, y, z, l, w, h, yaw, vx, vy, vz] (10 numbers) in the ego frame:
+centre in metres, size in metres (l along the heading), yaw in radians
+(counter-clockwise from +x), velocity over ground in m/s.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+CLASS_NAMES = ("car", "truck", "bus", "person", "non_motor", "riderless_non_motor", "barrier", "pillar")
+NUM_CLASSES = len(CLASS_NAMES)
+VULNERABLE_CLASSES = (3, 4, 5)     # person, non_motor, riderless_non_motor
+MOVING_CLASSES = (0, 1, 2)         # car, truck, bus
+STATIC_CLASSES = (6, 7)            # barrier, pillar: velocity is 0 by definition
+OCCLUSION_NAMES = ("NoOccluded", "SlightlyOccluded", "PartlyOccluded", "HeavilyOccluded")
+NUM_OCCLUSION_STATES = len(OCCLUSION_NAMES)
+BOX_SIZE = 10
+
+NUM_ANGLE_BINS = 8
+ANGLE_BIN_WIDTH = 2 * math.pi / NUM_ANGLE_BINS          # 45 deg
+ANGLE_BIN_OVERLAP = ANGLE_BIN_WIDTH / 36                # 1/36 of a bin on each side
+
+
+def wrap_angle(angle: Tensor) -> Tensor:
+    """Angles wrapped to [-pi, pi)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+
+
+def angle_bin_targets(yaw: Tensor) -> Tensor:
+    """Soft bin targets [N, 8] for yaws [N]: bin b covers [b * 45, (b + 1) * 45) deg
+    widened by the overlap on both sides; a yaw in two (overlapping) bins gets
+    0.5 in each."""
+    position = torch.remainder(yaw, 2 * math.pi)                       # [0, 2 pi)
+    starts = torch.arange(NUM_ANGLE_BINS, device=yaw.device, dtype=yaw.dtype) * ANGLE_BIN_WIDTH
+    offset = torch.remainder(position[:, None] - starts[None] + ANGLE_BIN_OVERLAP, 2 * math.pi)
+    member = (offset < ANGLE_BIN_WIDTH + 2 * ANGLE_BIN_OVERLAP).to(yaw.dtype)
+    return member / member.sum(dim=1, keepdim=True)
+
+
+def refine_yaw(regressed_yaw: Tensor, bin_logits: Tensor) -> Tensor:
+    """Final yaw from the regressed yaw and the bin classifier: keep the
+    regressed yaw when it lies in the most likely (widened) bin, else its
+    opposite (the usual front/back confusion) if that lies there, else the
+    bin's centre. Shapes: [...] and [..., 8] -> [...]."""
+    best = bin_logits.argmax(dim=-1)
+    start = best.to(regressed_yaw.dtype) * ANGLE_BIN_WIDTH - ANGLE_BIN_OVERLAP
+
+    def inside(angle: Tensor) -> Tensor:
+        return torch.remainder(angle - start, 2 * math.pi) < ANGLE_BIN_WIDTH + 2 * ANGLE_BIN_OVERLAP
+
+    centre = start + ANGLE_BIN_OVERLAP + ANGLE_BIN_WIDTH / 2
+    refined = torch.where(inside(regressed_yaw), regressed_yaw,
+                          torch.where(inside(regressed_yaw + math.pi), regressed_yaw + math.pi, centre))
+    return wrap_angle(refined)
+
+
+def yaw_rotation(yaw: Tensor) -> Tensor:
+    """[..., 3, 3] rotation about z."""
+    cos, sin = torch.cos(yaw), torch.sin(yaw)
+    zeros, ones = torch.zeros_like(yaw), torch.ones_like(yaw)
+    return torch.stack([cos, -sin, zeros, sin, cos, zeros, zeros, zeros, ones], dim=-1).reshape(*yaw.shape, 3, 3)
