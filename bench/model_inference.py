@@ -1,0 +1,147 @@
+"""Full-model inference per frame: latency, per-stage times and peak memory.
+
+Full config (batch 1, 7 x 512 x 960 images, 120k LiDAR points), streaming
+(history queues full), with 0, 1 and 2 failed cameras, in fp32 and in
+bf16/fp16 autocast. Each (precision, failed) setting runs in a fresh process.
+Stage times come from forward hooks (with CUDA synchronisation on GPU).
+
+    python bench/model_inference.py [--config full] [--repeats N] [--device cpu|cuda]
+        [--precisions fp32 bf16] [--failed 0 1 2]
+
+Writes bench/results/model_inference-<cpu|gpu>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import current_rss_bytes, peak_rss_bytes, write_result  # noqa: E402
+
+from sparsecomp_core.model_config import load_model_config  # noqa: E402
+from sparsecomp_core.models.detector import FrameInputs, build_detector  # noqa: E402
+
+STAGES = {"backbone": "camera_branch.backbone", "temporal_completion": "camera_branch.cascade.temporal",
+          "vae_completion": "camera_branch.cascade.vae", "planning_guided": "camera_branch.cascade.planning_guided",
+          "view_transform": "view_transform", "lidar": "lidar", "fuser": "fuser", "neck": "neck", "head": "head"}
+FAILED = {0: [], 1: [0], 2: [0, 4]}
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def synthetic_frame(rig, step: int, failed: int, device: str, points: int = 120_000) -> FrameInputs:
+    gen = torch.Generator().manual_seed(step)
+    images = torch.randint(0, 256, (1, rig.num_cameras, 3, rig.image_height, rig.image_width), dtype=torch.uint8,
+                           generator=gen)
+    cam_mask = torch.zeros(1, rig.num_cameras, dtype=torch.bool)
+    cam_mask[0, FAILED[failed]] = True
+    cloud = torch.cat([torch.rand(points, 3, generator=gen) * torch.tensor([100.0, 88.0, 4.0])
+                       + torch.tensor([-40.0, -44.0, -1.0]), torch.rand(points, 1, generator=gen) * 255], 1)
+    pose = torch.eye(4, dtype=torch.float64)[None]
+    pose[0, 0, 3] = 1.0 * step
+    return FrameInputs(images, cam_mask, rig.calibration(1), pose, torch.tensor([step * 100_000]), [cloud],
+                       ["bench"]).to(device)
+
+
+def measure(config: str, precision: str, failed: int, repeats: int, device: str) -> dict:
+    torch.manual_seed(0)
+    cfg = load_model_config(config)
+    rig = cfg.load_rig()
+    model = build_detector(cfg).to(device).eval()
+    stage_times: dict[str, list[float]] = defaultdict(list)
+    starts: dict[str, float] = {}
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for stage, name in STAGES.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        def before(*_, stage=stage) -> None:      # hooks must return None (else they replace args/outputs)
+            sync()
+            starts[stage] = time.perf_counter()
+
+        def after(*_, stage=stage) -> None:
+            sync()
+            stage_times[stage].append((time.perf_counter() - starts[stage]) * 1e3)
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
+    dtype = DTYPES[precision]
+    state = model.initial_state()
+
+    def run(step: int):
+        nonlocal state
+        inputs = synthetic_frame(rig, step, failed, device)
+        sync()
+        start = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            detections, state = model.infer(inputs, state)
+        sync()
+        return (time.perf_counter() - start) * 1e3
+
+    for step in range(3):                           # warm-up, fills the history queues
+        run(step)
+    stage_times.clear()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base, peak_before = current_rss_bytes(), peak_rss_bytes()
+    latencies = [run(3 + i) for i in range(repeats)]
+    if device == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+        total = torch.cuda.max_memory_allocated() / 2 ** 20
+    else:
+        peak = max(peak_rss_bytes() - max(base, peak_before), 0) / 2 ** 20
+        total = peak_rss_bytes() / 2 ** 20
+    ordered = sorted(latencies)
+    return {"precision": precision, "failed_cameras": failed, "repeats": repeats,
+            "p50_ms": statistics.median(latencies), "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+            "stage_median_ms": {s: statistics.median(v) for s, v in stage_times.items()},
+            "peak_memory_growth_mib": peak, "peak_memory_total_mib": total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="full")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None, help="timed frames (default 3 on CPU, 50 on GPU)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    parser.add_argument("--failed", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    repeats = args.repeats or (50 if args.device == "cuda" else 3)
+    if args.one:
+        precision, failed = args.one.split(",")
+        print(json.dumps(measure(args.config, precision, int(failed), repeats, args.device)))
+        return
+    rows = []
+    for precision in args.precisions:
+        for failed in args.failed:
+            done = subprocess.run([sys.executable, __file__, "--one", f"{precision},{failed}", "--config", args.config,
+                                   "--repeats", str(repeats), "--device", args.device],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(done.stderr[-3000:])
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps({k: (round(v, 1) if isinstance(v, float) else
+                                  {s: round(t, 1) for s, t in v.items()} if isinstance(v, dict) else v)
+                              for k, v in rows[-1].items()}), flush=True)
+    path = write_result("model_inference", {
+        "setup": f"config {args.config}, batch 1, 7 x 512 x 960 uint8 images, 120k points, history queues full",
+        "device": args.device, "rows": rows})
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
