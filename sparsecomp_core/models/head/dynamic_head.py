@@ -11,8 +11,7 @@ from torch import Tensor, nn
 from ..bev.grid import BEVGrid
 from ..completion.attention import KeyMaskedAttention
 from .boxes import NUM_ANGLE_BINS, NUM_CLASSES, NUM_OCCLUSION_STATES, refine_yaw
-from .query_queue import (KeptQueries, QueryQueue, compensate, compensated_history, select_queries,
-                          zero_static_velocities)
+from .query_queue import KeptQueries, QueryQueue, compensated_history, select_queries, zero_static_velocities
 from .track_ids import associate_ids
 
 REG_SIZE = 11   # centre (3, metres), log size (3), sin yaw, cos yaw, velocity (3)
@@ -177,10 +176,7 @@ class DynamicHead(nn.Module):
             reference = centre_norm.detach()
         result = {key: torch.stack(values) for key, values in per_layer.items()}
         scores, labels = torch.sigmoid(result["cls_logits"][-1]).max(dim=-1)
-        past = []
-        for frame in queue.frames:
-            centres, _ = compensate(frame, ego2global, timestamp_us)
-            past.append((centres, frame.labels, frame.ids, frame.valid[:, None].expand_as(frame.ids)))
+        past = history.per_frame() if history is not None else []
         ids, next_id = associate_ids(result["boxes"][-1][..., :3], labels, scores, past, queue.next_id,
                                      self.id_gate_m, self.id_min_score)
         result.update(embeddings=queries, ids=ids, propagated=propagated, queue=queue, next_id=next_id)

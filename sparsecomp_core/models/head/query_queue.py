@@ -38,14 +38,22 @@ class KeptQueries:
 
 @dataclass(frozen=True)
 class CompensatedQueries:
-    """History queries in the current ego frame: embeddings [B, N, C],
-    reference_points [B, N, 3] metres, velocities [B, N, 3], ids [B, N],
-    valid [B, N] bool."""
+    """History queries in the current ego frame, all kept frames concatenated
+    (newest first): embeddings [B, N, C], reference_points [B, N, 3] metres,
+    velocities [B, N, 3], labels [B, N], ids [B, N], valid [B, N] bool;
+    frame_sizes: queries per frame."""
     embeddings: Tensor
     reference_points: Tensor
     velocities: Tensor
+    labels: Tensor
     ids: Tensor
     valid: Tensor
+    frame_sizes: tuple[int, ...]
+
+    def per_frame(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Newest first: (reference_points, labels, ids, valid) of each frame."""
+        return list(zip(*(x.split(self.frame_sizes, dim=1)
+                          for x in (self.reference_points, self.labels, self.ids, self.valid))))
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,10 @@ def compensated_history(queue: QueryQueue, ego2global: Tensor, timestamp_us: Ten
         embeddings=torch.cat([f.embeddings for f in queue.frames], dim=1),
         reference_points=torch.cat([p for p, _ in parts], dim=1),
         velocities=torch.cat([v for _, v in parts], dim=1),
+        labels=torch.cat([f.labels for f in queue.frames], dim=1),
         ids=torch.cat([f.ids for f in queue.frames], dim=1),
-        valid=torch.cat([f.valid[:, None].expand(-1, f.ids.shape[1]) for f in queue.frames], dim=1))
+        valid=torch.cat([f.valid[:, None].expand(-1, f.ids.shape[1]) for f in queue.frames], dim=1),
+        frame_sizes=tuple(f.ids.shape[1] for f in queue.frames))
 
 
 def select_queries(scores: Tensor, topk: int, random_sampling: bool, num_top_when_random: int,
