@@ -18,5 +18,5 @@ setup(
     # rclpy and the message packages come from a ROS 2 install or from the
     # ROS 2 PyPI wheels in requirements.txt; torch is chosen per machine
     # (CPU wheel or CUDA build) by scripts/setup_env.sh.
-    install_requires=["numpy", "scipy", "PyYAML", "tqdm", "rosbags"],
+    install_requires=["numpy", "scipy", "PyYAML", "tqdm", "rosbags", "Pillow"],
 )

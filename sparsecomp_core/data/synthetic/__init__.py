@@ -1,0 +1,1 @@
+"""Procedural multi-sensor driving sequences (seeded, deterministic)."""

@@ -1,0 +1,185 @@
+"""Generate synthetic multi-sensor sequences in the nuScenes layout.
+
+    python -m sparsecomp_core.data.synthetic.generate --out data/synthetic --rig default7 \
+        --scenes 4 --frames 100 --seed 0 [--image-size 128 256] [--lidar-beams 32 --lidar-azimuths 1024]
+
+Each scene is a deterministic function of (seed, scene index): 10 Hz
+keyframes with microsecond timestamps, all cameras of the rig, one LiDAR
+(LIDAR_TOP), ego poses, and annotations of the objects within range with
+visibility measured from the rendered rays (nuScenes visibility bins).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ...rig import load_rig
+from ..nuscenes_layout import GENERATED_CATEGORIES, NuScenesWriter, quaternion_wxyz, visibility_token
+from .sensors import GroundTexture, cast_lidar, render_camera
+from .world import World, WorldConfig
+
+FRAME_INTERVAL_US = 100_000
+LIDAR_CHANNEL = "LIDAR_TOP"
+LIDAR_POSITION = (0.95, 0.0, 1.85)
+ANNOTATION_RANGE_M = 60.0
+
+
+def yaw_matrix(yaw: float) -> np.ndarray:
+    return np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+
+
+def boxes_to_ego(boxes: np.ndarray, ego2global: np.ndarray) -> np.ndarray:
+    global2ego = np.linalg.inv(ego2global)
+    out = boxes.copy()
+    out[:, :3] = boxes[:, :3] @ global2ego[:3, :3].T + global2ego[:3, 3]
+    out[:, 6] = boxes[:, 6] - math.atan2(ego2global[1, 0], ego2global[0, 0])
+    out[:, 7:10] = boxes[:, 7:10] @ global2ego[:3, :3].T
+    return out
+
+
+def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: int, rig_name: str, frames: int,
+                   image_size: tuple[int, int] | None, lidar_beams: int, lidar_azimuths: int) -> None:
+    scene_seed = seed * 100_003 + scene_index
+    rng = np.random.default_rng(scene_seed)
+    world = World(scene_seed, WorldConfig(duration_s=frames / 10.0 + 1.0))
+    ground = GroundTexture(world.road)
+    rig = load_rig(rig_name)
+    height, width = image_size or (rig.image_height, rig.image_width)
+    calibration = rig.calibration(1, (height, width))
+    labels = world.labels()
+    tints = rng.uniform(0.75, 1.2, len(labels))
+    name = f"scene-{seed:04d}-{scene_index:04d}"
+    log = writer.add("log", logfile=name, vehicle="synthetic", date_captured="2026-01-01", location="procedural")
+    scene = writer.add("scene", log_token=log, name=name, description=f"synthetic, seed {seed}, scene {scene_index}",
+                       nbr_samples=frames, first_sample_token="", last_sample_token="")
+
+    calibrated = {}
+    for cam, spec in enumerate(rig.cameras):
+        sensor = writer.add("sensor", channel=spec.name, modality="camera")
+        intrinsic = calibration.intrinsics[0, cam].double().numpy().copy()
+        intrinsic[0, 2] -= 0.5                                      # written in the OpenCV convention
+        intrinsic[1, 2] -= 0.5
+        cam2ego = calibration.cam2ego[0, cam].double().numpy()
+        calibrated[spec.name] = writer.add("calibrated_sensor", sensor_token=sensor, translation=cam2ego[:3, 3].tolist(),
+                                           rotation=quaternion_wxyz(cam2ego[:3, :3]), camera_intrinsic=intrinsic.tolist())
+    lidar_sensor = writer.add("sensor", channel=LIDAR_CHANNEL, modality="lidar")
+    lidar2ego = np.eye(4)
+    lidar2ego[:3, 3] = LIDAR_POSITION
+    calibrated[LIDAR_CHANNEL] = writer.add("calibrated_sensor", sensor_token=lidar_sensor, translation=list(LIDAR_POSITION),
+                                           rotation=[1.0, 0.0, 0.0, 0.0], camera_intrinsic=[])
+
+    base_us = 1_600_000_000_000_000 + (seed * 1000 + scene_index) * 100_000_000
+    previous_sample, previous_data = "", {}
+    last_annotation: dict[int, dict] = {}
+    instances: dict[int, dict] = {}
+    for frame in range(frames):
+        t = frame * FRAME_INTERVAL_US / 1e6
+        timestamp = base_us + frame * FRAME_INTERVAL_US
+        ego2global = world.ego2global(t)
+        ego_pose = writer.add("ego_pose", timestamp=timestamp, translation=ego2global[:3, 3].tolist(),
+                              rotation=quaternion_wxyz(ego2global[:3, :3]))
+        sample = writer.add("sample", timestamp=timestamp, scene_token=scene, prev=previous_sample, next="")
+        if previous_sample:
+            writer.tables["sample"][-2]["next"] = sample
+        previous_sample = sample
+
+        global_boxes = world.actor_boxes(t)
+        ego_boxes = boxes_to_ego(global_boxes, ego2global)
+        near = np.flatnonzero(np.linalg.norm(ego_boxes[:, :2], axis=1) < 90.0)
+        visible, reachable = np.zeros(len(near)), np.zeros(len(near))
+
+        def add_data(channel: str, filename: str, fileformat: str, size: tuple[int, int]) -> None:
+            token = writer.add("sample_data", sample_token=sample, ego_pose_token=ego_pose,
+                               calibrated_sensor_token=calibrated[channel], timestamp=timestamp, fileformat=fileformat,
+                               is_key_frame=True, height=size[0], width=size[1], filename=filename,
+                               prev=previous_data.get(channel, {}).get("token", ""), next="")
+            if channel in previous_data:
+                previous_data[channel]["next"] = token
+            previous_data[channel] = writer.tables["sample_data"][-1]
+
+        for cam, spec in enumerate(rig.cameras):
+            image, vis, reach = render_camera(ego_boxes[near], labels[near], tints[near],
+                                              calibration.intrinsics[0, cam].double().numpy(),
+                                              calibration.cam2ego[0, cam].double().numpy(), (height, width),
+                                              ego2global, ground, rng)
+            visible += vis
+            reachable += reach
+            filename = f"samples/{spec.name}/{name}__{spec.name}__{timestamp}.jpg"
+            (root / filename).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / filename, quality=92)
+            add_data(spec.name, filename, "jpg", (height, width))
+        points, counts = cast_lidar(ego_boxes[near], labels[near], lidar2ego, ego2global, ground, rng,
+                                    lidar_beams, lidar_azimuths)
+        filename = f"samples/{LIDAR_CHANNEL}/{name}__{LIDAR_CHANNEL}__{timestamp}.pcd.bin"
+        (root / filename).parent.mkdir(parents=True, exist_ok=True)
+        points.tofile(root / filename)
+        add_data(LIDAR_CHANNEL, filename, "pcd", (0, 0))
+
+        for local, actor in enumerate(near):
+            in_range = np.linalg.norm(ego_boxes[actor, :2]) < ANNOTATION_RANGE_M
+            if not in_range or (counts[local] == 0 and visible[local] == 0):
+                continue
+            label = int(labels[actor])
+            category, attribute = GENERATED_CATEGORIES[label]
+            if actor not in instances:
+                instances[actor] = {"token": writer.add("instance", category_token=writer.category_token(category),
+                                                        nbr_annotations=0, first_annotation_token="",
+                                                        last_annotation_token="")}
+                instances[actor]["record"] = writer.tables["instance"][-1]
+            box = global_boxes[actor]
+            fraction = visible[local] / reachable[local] if reachable[local] else 0.0
+            previous = last_annotation.get(actor)
+            token = writer.add("sample_annotation", sample_token=sample, instance_token=instances[actor]["token"],
+                               visibility_token=visibility_token(fraction),
+                               attribute_tokens=[writer.attribute_token(attribute)] if attribute else [],
+                               translation=box[:3].tolist(), size=[box[4], box[3], box[5]],
+                               rotation=quaternion_wxyz(yaw_matrix(box[6])), prev=previous["token"] if previous else "",
+                               next="", num_lidar_pts=int(counts[local]), num_radar_pts=0)
+            if previous:
+                previous["next"] = token
+            last_annotation[actor] = writer.tables["sample_annotation"][-1]
+            record = instances[actor]["record"]
+            record["nbr_annotations"] += 1
+            record["first_annotation_token"] = record["first_annotation_token"] or token
+            record["last_annotation_token"] = token
+    scene_record = next(s for s in writer.tables["scene"] if s["token"] == scene)
+    samples = [s for s in writer.tables["sample"] if s["scene_token"] == scene]
+    scene_record["first_sample_token"], scene_record["last_sample_token"] = samples[0]["token"], samples[-1]["token"]
+
+
+def generate(out: str | Path, version: str = "v1.0-synthetic", rig: str = "default7", scenes: int = 2,
+             frames: int = 100, seed: int = 0, image_size: tuple[int, int] | None = None, lidar_beams: int = 32,
+             lidar_azimuths: int = 1024, progress: bool = True) -> Path:
+    """Write ``scenes`` scenes of ``frames`` frames under ``out``; returns the tables' folder."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    writer = NuScenesWriter(root, version, seed)
+    for index in tqdm(range(scenes), desc=f"generating {version}", disable=not progress):
+        generate_scene(writer, root, index, seed, rig, frames, image_size, lidar_beams, lidar_azimuths)
+    return writer.write()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Generate synthetic sequences in the nuScenes layout.")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--version", default="v1.0-synthetic")
+    parser.add_argument("--rig", default="default7", help="config/rigs/<name>.yaml or a path")
+    parser.add_argument("--scenes", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=100, help="frames per scene (10 Hz)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    parser.add_argument("--lidar-beams", type=int, default=32)
+    parser.add_argument("--lidar-azimuths", type=int, default=1024)
+    args = parser.parse_args()
+    folder = generate(args.out, args.version, args.rig, args.scenes, args.frames, args.seed,
+                      tuple(args.image_size) if args.image_size else None, args.lidar_beams, args.lidar_azimuths)
+    print(f"wrote {folder}")
+
+
+if __name__ == "__main__":
+    main()
