@@ -62,9 +62,11 @@ class ModelState:
 
 
 class SparseCompDetector(nn.Module):
-    """forward(inputs: FrameInputs, state: ModelState) -> dict(head outputs
-    (see DynamicHead), cascade outputs under "completion", state: ModelState).
-    ``forward_train`` adds every loss; ``infer`` post-processes (no grad)."""
+    """forward(inputs: FrameInputs, state: ModelState, targets=None) -> dict(
+    head outputs (see DynamicHead), cascade outputs under "completion", state:
+    ModelState, and with targets "losses": every loss). Losses are computed
+    inside forward so a DistributedDataParallel wrapper sees the whole step.
+    ``forward_train`` returns (losses, state); ``infer`` post-processes (no grad)."""
 
     def __init__(self, grid: BEVGrid, camera_branch: CameraBranch, view_transform: CameraViewTransform,
                  lidar: LidarBranch | None, fuser: ConvFuser, neck: ConvResBlockNeck, head: DynamicHead,
@@ -84,7 +86,7 @@ class SparseCompDetector(nn.Module):
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         return (images - self.pixel_mean) / self.pixel_std
 
-    def forward(self, inputs: FrameInputs, state: ModelState | None = None) -> dict:
+    def forward(self, inputs: FrameInputs, state: ModelState | None = None, targets: list[dict] | None = None) -> dict:
         state = state or self.initial_state()
         teacher = None if inputs.teacher_images is None else self.normalise_images(inputs.teacher_images)
         camera = self.camera_branch(self.normalise_images(inputs.images), inputs.cam_mask, inputs.calibration,
@@ -101,14 +103,14 @@ class SparseCompDetector(nn.Module):
         queue = self.head.update_queue(outputs, inputs.ego2global, inputs.timestamp_us, inputs.sequence_ids)
         outputs["completion"] = camera
         outputs["state"] = ModelState(camera["state"], queue)
+        if targets is not None:
+            outputs["losses"] = {**camera["losses"], **self.loss(outputs, targets)}
         return outputs
 
     def forward_train(self, inputs: FrameInputs, targets: list[dict], state: ModelState | None = None) -> tuple[dict, ModelState]:
         """All losses in one dict (cascade losses need inputs.teacher_images) and the new state."""
-        outputs = self(inputs, state)
-        losses = dict(outputs["completion"]["losses"])
-        losses.update(self.loss(outputs, targets))
-        return losses, outputs["state"]
+        outputs = self(inputs, state, targets)
+        return outputs["losses"], outputs["state"]
 
     @torch.no_grad()
     def infer(self, inputs: FrameInputs, state: ModelState | None = None) -> tuple[list[dict], ModelState]:

@@ -1,0 +1,177 @@
+"""Model frames from a nuScenes-layout data set, and streaming batches.
+
+A scene is a stream: its frames in time order share a sequence id, so the
+model's temporal state carries across them and resets between scenes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..camera_dropout import RandCamMask
+from ..geometry import Calibration
+from ..models.detector import FrameInputs
+from ..rig import RigConfig
+from .nuscenes_layout import NuScenesLayout
+
+LIDAR_CHANNEL = "LIDAR_TOP"
+
+
+@dataclass
+class Frame:
+    """One sample, model-ready. images [V, 3, H, W] uint8; camera_present [V]
+    bool (False: no image in the data, a dead camera); intrinsics [V, 3, 3] at
+    model resolution; cam2ego [V, 4, 4]; lidar [N, 4]; ego2global [4, 4]
+    float64; trajectory [T, 2] future ego path in this ego frame; targets:
+    boxes [M, 10], labels [M], occlusion [M], instance tokens."""
+    images: torch.Tensor
+    camera_present: torch.Tensor
+    intrinsics: torch.Tensor
+    cam2ego: torch.Tensor
+    lidar: torch.Tensor
+    ego2global: torch.Tensor
+    timestamp_us: int
+    sequence_id: str
+    trajectory: torch.Tensor
+    targets: dict
+
+
+class SequenceDataset:
+    """Scenes of a nuScenes-layout data set, read with the rig's camera names
+    and resized to the model input size."""
+
+    def __init__(self, root: str, version: str, rig: RigConfig, image_size: tuple[int, int] | None = None,
+                 trajectory_horizon_s: float = 3.0, trajectory_step_s: float = 0.5):
+        self.layout = NuScenesLayout(root, version)
+        self.rig = rig
+        self.image_size = image_size or (rig.image_height, rig.image_width)
+        self.scenes = [(scene["name"], self.layout.scene_samples(scene)) for scene in self.layout.scenes()]
+        if not self.scenes:
+            raise ValueError(f"no scenes in {root}/{version}")
+        self.trajectory_horizon_s, self.trajectory_step_s = trajectory_horizon_s, trajectory_step_s
+
+    def __len__(self) -> int:
+        return sum(len(samples) for _, samples in self.scenes)
+
+    def scene_length(self, scene: int) -> int:
+        return len(self.scenes[scene][1])
+
+    def load(self, scene: int, index: int) -> Frame:
+        name, samples = self.scenes[scene]
+        token = samples[index]
+        data = self.layout.sample_data_by_sample[token]
+        if LIDAR_CHANNEL not in data:
+            raise ValueError(f"sample {token} has no {LIDAR_CHANNEL}")
+        reference = data[LIDAR_CHANNEL]
+        ego2global = self.layout.ego2global(reference)
+        height, width = self.image_size
+        images = torch.zeros(self.rig.num_cameras, 3, height, width, dtype=torch.uint8)
+        present = torch.zeros(self.rig.num_cameras, dtype=torch.bool)
+        nominal = self.rig.calibration(1, self.image_size)
+        intrinsics, cam2ego = nominal.intrinsics[0].clone(), nominal.cam2ego[0].clone()
+        for cam, channel in enumerate(self.rig.camera_names):
+            record = data.get(channel)
+            if record is None:
+                continue
+            sensor2ego, camera_intrinsics = self.layout.sensor2ego(record)
+            with Image.open(self.layout.root / record["filename"]) as image:
+                scale_x, scale_y = width / image.width, height / image.height
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.BILINEAR)
+                images[cam] = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+            camera_intrinsics = camera_intrinsics.copy()
+            camera_intrinsics[0] *= scale_x
+            camera_intrinsics[1] *= scale_y
+            intrinsics[cam] = torch.from_numpy(camera_intrinsics).float()
+            cam2ego[cam] = torch.from_numpy(sensor2ego).float()
+            present[cam] = True
+        targets = self.layout.boxes(token, ego2global)
+        return Frame(images, present, intrinsics, cam2ego, torch.from_numpy(self.layout.lidar_points(reference)),
+                     torch.from_numpy(ego2global), int(self.layout.tables["sample"][token]["timestamp"]), name,
+                     self.future_path(samples, index, ego2global),
+                     {"boxes": torch.from_numpy(targets["boxes"]), "labels": torch.from_numpy(targets["labels"]),
+                      "occlusion": torch.from_numpy(targets["occlusion"]), "instance_tokens": list(targets["instance_tokens"])})
+
+    def future_path(self, samples: list[str], index: int, ego2global: np.ndarray) -> torch.Tensor:
+        """[T, 2] future ego positions every trajectory_step_s up to the horizon, in this ego frame
+        (the last known position is repeated past the end of the scene)."""
+        sample_table = self.layout.tables["sample"]
+        start = sample_table[samples[index]]["timestamp"]
+        times, positions = [], []
+        for token in samples[index:]:
+            times.append((sample_table[token]["timestamp"] - start) / 1e6)
+            pose = self.layout.ego2global(self.layout.sample_data_by_sample[token][LIDAR_CHANNEL])
+            positions.append(pose[:2, 3])
+            if times[-1] >= self.trajectory_horizon_s:
+                break
+        positions = np.array(positions)
+        queries = np.arange(1, int(round(self.trajectory_horizon_s / self.trajectory_step_s)) + 1) * self.trajectory_step_s
+        xy = np.stack([np.interp(queries, times, positions[:, 0]), np.interp(queries, times, positions[:, 1])], 1)
+        local = (xy - ego2global[:2, 3]) @ ego2global[:2, :2]
+        return torch.from_numpy(local).float()
+
+
+def collate(frames: list[Frame], image_size: tuple[int, int], dropout: RandCamMask | None = None,
+            with_teacher: bool = False, with_trajectory: bool = True) -> tuple[FrameInputs, list[dict]]:
+    """Stack frames into FrameInputs (+ targets). With ``dropout``, simulated
+    faults zero more cameras (the full images become the teacher's input);
+    cameras absent from the data are always failed."""
+    images = torch.stack([f.images for f in frames])
+    cam_mask = ~torch.stack([f.camera_present for f in frames])
+    teacher = images if with_teacher else None
+    if dropout is not None:
+        simulated = dropout.sample_mask(images.shape[0], images.shape[1])
+        cam_mask = cam_mask | simulated
+        images = images * (~simulated)[..., None, None, None].to(images.dtype)
+    calibration = Calibration(torch.stack([f.intrinsics for f in frames]), torch.stack([f.cam2ego for f in frames]),
+                              image_size)
+    inputs = FrameInputs(images, cam_mask, calibration, torch.stack([f.ego2global for f in frames]),
+                         torch.tensor([f.timestamp_us for f in frames], dtype=torch.int64), [f.lidar for f in frames],
+                         [f.sequence_id for f in frames],
+                         torch.stack([f.trajectory for f in frames]) if with_trajectory else None, teacher)
+    return inputs, [f.targets for f in frames]
+
+
+class StreamSampler:
+    """Which (scene, frame) each of B batch slots reads at each step.
+
+    ``streaming``: each slot plays a scene from a random start to its end,
+    then a new random scene (temporal training). Otherwise every step draws
+    random frames and each gets a unique sequence id, so no temporal state
+    carries over (stage 1).
+    """
+
+    def __init__(self, scene_lengths: list[int], batch_size: int, streaming: bool, seed: int = 0):
+        self.lengths, self.batch_size, self.streaming = scene_lengths, batch_size, streaming
+        self.rng = np.random.default_rng(seed)
+        self.slots = [self._new_stream() for _ in range(batch_size)]
+
+    def _new_stream(self) -> list[int]:
+        scene = int(self.rng.integers(len(self.lengths)))
+        start = int(self.rng.integers(max(self.lengths[scene] // 2, 1)))
+        return [scene, start]
+
+    def next(self) -> list[tuple[int, int]]:
+        if not self.streaming:
+            picks = []
+            for _ in range(self.batch_size):
+                scene = int(self.rng.integers(len(self.lengths)))
+                picks.append((scene, int(self.rng.integers(self.lengths[scene]))))
+            return picks
+        picks = []
+        for slot in self.slots:
+            if slot[1] >= self.lengths[slot[0]]:
+                slot[:] = self._new_stream()
+            picks.append((slot[0], slot[1]))
+            slot[1] += 1
+        return picks
+
+    def state_dict(self) -> dict:
+        return {"slots": [list(s) for s in self.slots], "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.slots = [list(s) for s in state["slots"]]
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,1 @@
+"""Evaluation: nuScenes-style detection metrics, tracking ids, robustness."""

@@ -1,0 +1,185 @@
+"""Training CLI: stage 1 (single frames, no temporal state) and stage 2
+(streaming sequences, temporal on, freeze schedules), AMP on CUDA, camera
+dropout, checkpoints with resume, a JSON-lines log of every loss, and
+multi-GPU / multi-node with torchrun (DistributedDataParallel).
+
+    python -m sparsecomp_core.training.train --config config/train/tiny_stage1.yaml [--out DIR]
+        [--steps N] [--data-root DIR] [--resume]
+    torchrun --nproc_per_node 8 -m sparsecomp_core.training.train --config ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..camera_dropout import RandCamMask
+from ..config import load_config, to_dict
+from ..data.dataset import SequenceDataset, StreamSampler, collate
+from ..model_config import load_model_config
+from ..models.detector import ModelState, build_detector
+from .freeze import apply_freeze_schedule, parameter_groups
+
+
+@dataclass
+class TrainConfig:
+    model: str = "tiny"                       # config/models/<name>.yaml or a path
+    data_root: str = "data/synthetic"
+    data_version: str = "v1.0-synthetic-train"
+    stage: Literal["stage1", "stage2"] = "stage1"
+    steps: int = 1000
+    batch_size: int = 2                       # per process
+    lr: float = 4e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 35.0
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    freeze_module_schedules: dict[str, int] = field(default_factory=dict)
+    camera_dropout: bool = True
+    amp: bool = True                          # CUDA only
+    init_from: str | None = None              # weights to start from (e.g. the stage-1 result)
+    checkpoint_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+    out_dir: str = "outputs/train"
+
+
+def cosine_lr(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base LR: linear warm-up, then cosine to 1 %."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+
+
+def distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, sampler: StreamSampler, step: int,
+                    cfg: TrainConfig) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+                "step": step, "train_config": to_dict(cfg), "torch_rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)                          # never leave a half-written checkpoint
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    rank, world, device = distributed()
+    torch.manual_seed(cfg.seed + rank)
+    out = Path(cfg.out_dir)
+    model_cfg = load_model_config(cfg.model)
+    rig = model_cfg.load_rig()
+    image_size = (rig.image_height, rig.image_width)
+    model = build_detector(model_cfg).to(device)
+    if cfg.init_from:
+        state = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"] if "model" in state else state)
+    dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size)
+    sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
+                            streaming=cfg.stage == "stage2", seed=cfg.seed + 1000 * rank)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.lr_scales, cfg.weight_decay))
+    start_step = 0
+    last = out / "last.pt"
+    if resume and last.exists():
+        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        sampler.load_state_dict(checkpoint["sampler"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        start_step = checkpoint["step"]
+    wrapped = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    dropout = RandCamMask(model_cfg.camera_dropout.p_missing, model_cfg.camera_dropout.n_min,
+                          model_cfg.camera_dropout.n_max) if cfg.camera_dropout else None
+    use_amp = cfg.amp and device.type == "cuda"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        (out / "model_config.json").write_text(json.dumps(to_dict(model_cfg), indent=2))
+    log = (out / "train_log.jsonl").open("a") if rank == 0 else None
+    state = model.initial_state()
+    progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=rank != 0,
+                    desc=f"{cfg.stage} {cfg.model}", dynamic_ncols=True)
+    started = time.time()
+    for step in progress:
+        wrapped.train()
+        frozen = apply_freeze_schedule(model, cfg.freeze_module_schedules, step)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * group["lr_scale"] * cosine_lr(step, cfg)
+        frames = [dataset.load(scene, index) for scene, index in sampler.next()]
+        if cfg.stage == "stage1":          # no temporal state across steps
+            for slot, frame in enumerate(frames):
+                frame.sequence_id = f"{frame.sequence_id}/step{step}/slot{slot}"
+            state = model.initial_state()
+        inputs, targets = collate(frames, image_size, dropout, with_teacher=True)
+        inputs = inputs.to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            outputs = wrapped(inputs, state, targets)
+        losses = outputs["losses"]
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        state = outputs["state"]
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            record = {"step": step, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
+                      "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"], "frozen": frozen,
+                      "failed_cameras": int(inputs.cam_mask.sum()), "elapsed_s": time.time() - started}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            progress.set_postfix(loss=f"{total.item():.3f}", cls=f"{losses['loss_cls'].item():.3f}",
+                                 box=f"{losses['loss_box'].item():.3f}")
+        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg)
+    if rank == 0:
+        torch.save({"model": model.state_dict(), "model_config": to_dict(model_cfg)}, out / "model.pt")
+        log.close()
+    if world > 1:
+        dist.barrier()          # rank 0 hosts the store: nobody leaves while another still talks to it
+        dist.destroy_process_group()
+    return out / "model.pt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Train sparsecomp (stage 1 or 2).")
+    parser.add_argument("--config", required=True, help="training YAML (config/train/*.yaml)")
+    parser.add_argument("--out", help="output folder (overrides out_dir)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--data-root")
+    parser.add_argument("--init-from")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
+    args = parser.parse_args()
+    cfg = load_config(TrainConfig, args.config)
+    for key, value in (("out_dir", args.out), ("steps", args.steps), ("data_root", args.data_root),
+                       ("init_from", args.init_from)):
+        if value is not None:
+            setattr(cfg, key, value)
+    path = train(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

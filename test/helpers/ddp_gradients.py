@@ -1,0 +1,51 @@
+"""Run under torchrun with 2 CPU processes (gloo): each rank computes its local
+gradient on its own toy frame without DDP, then the DDP gradient; writes both
+(and the all-gathered DDP gradients) for test_distributed.py to compare."""
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import toy_scene  # noqa: E402
+from test_detector import micro_model  # noqa: E402
+
+
+def flat_grad(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()])
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    model, rig = micro_model(seed=0)              # identical initial weights on every rank
+    model.train()
+    gen = torch.Generator().manual_seed(100 + rank)  # different data per rank
+    inputs = toy_scene.frame(rig, 0.1 * rank, gen, torch.rand(1, rig.num_cameras, 3, 64, 128, generator=gen))
+    targets = [toy_scene.targets_at(0.1 * rank)]
+
+    torch.manual_seed(7)
+    sum(model(inputs, None, targets)["losses"].values()).backward()
+    local = flat_grad(model)
+    model.zero_grad(set_to_none=True)
+
+    ddp = DistributedDataParallel(model, find_unused_parameters=True)
+    torch.manual_seed(7)
+    sum(ddp(inputs, None, targets)["losses"].values()).backward()
+    averaged = flat_grad(model)
+    gathered_local = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+    gathered_ddp = [torch.zeros_like(averaged) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered_local, local)
+    dist.all_gather(gathered_ddp, averaged)
+    if rank == 0:
+        torch.save({"local": torch.stack(gathered_local), "ddp": torch.stack(gathered_ddp)}, os.environ["DDP_TEST_OUT"])
+    dist.barrier()              # rank 0 hosts the store: nobody leaves while another still talks to it
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
