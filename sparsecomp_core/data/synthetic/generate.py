@@ -42,11 +42,15 @@ def boxes_to_ego(boxes: np.ndarray, ego2global: np.ndarray) -> np.ndarray:
     return out
 
 
+def scene_world(seed: int, scene_index: int, frames: int) -> World:
+    """The world of scene ``scene_index`` of a data set generated with ``seed``."""
+    return World(seed * 100_003 + scene_index, WorldConfig(duration_s=frames / 10.0 + 1.0))
+
+
 def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: int, rig_name: str, frames: int,
                    image_size: tuple[int, int] | None, lidar_beams: int, lidar_azimuths: int) -> None:
-    scene_seed = seed * 100_003 + scene_index
-    rng = np.random.default_rng(scene_seed)
-    world = World(scene_seed, WorldConfig(duration_s=frames / 10.0 + 1.0))
+    rng = np.random.default_rng(seed * 100_003 + scene_index)
+    world = scene_world(seed, scene_index, frames)
     ground = GroundTexture(world.road)
     rig = load_rig(rig_name)
     height, width = image_size or (rig.image_height, rig.image_width)

@@ -1,0 +1,67 @@
+"""Robustness table: detection quality under camera faults, per cascade variant.
+
+Conditions (see sparsecomp_core.evaluation.evaluate): clean, crash1, crash2,
+frame_lost, dead. Variants: none (no completion), temporal / vae / planning
+(one level alone), full (as trained: temporal + planning-guided), full_vae
+(VAE also at inference), v1 (global temporal attention instead of V2), and
+no_lidar (the camera+LiDAR model with its LiDAR input removed).
+
+    python bench/robustness.py --checkpoint models/tiny_default.pt --data-root data/synthetic \
+        --version v1.0-synthetic-val [--conditions ...] [--variants ...]
+
+Writes bench/results/robustness-<cpu|gpu>.json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
+from sparsecomp_core.evaluation.evaluate import evaluate, load_model, standard_conditions  # noqa: E402
+
+CONDITIONS = ["clean", "crash1", "crash2", "frame_lost", "dead"]
+VARIANTS = ["none", "temporal", "vae", "planning", "full", "full_vae", "v1", "no_lidar"]
+KEYS = ("mAP", "NDS", "mATE", "mAVE", "occlusion_accuracy", "id_switches", "masked_camera_fraction")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="models/tiny_default.pt")
+    parser.add_argument("--data-root", default="data/synthetic")
+    parser.add_argument("--version", default="v1.0-synthetic-val")
+    parser.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=CONDITIONS)
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    model, cfg = load_model(args.checkpoint, args.device)
+    dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig())
+    conditions = standard_conditions(dataset.rig.camera_names)
+    rows = []
+    for condition in args.conditions:
+        for variant in args.variants:
+            report = evaluate(model, dataset, conditions[condition], variant, progress=False)
+            rows.append({"condition": condition, "variant": variant, **{k: report[k] for k in KEYS},
+                         "per_class_ap": {name: c["ap_mean"] for name, c in report["per_class"].items()}})
+            print(f"{condition:10s} {variant:9s} mAP {report['mAP']:.3f} NDS {report['NDS']:.3f}", flush=True)
+    lines = ["| variant | " + " | ".join(args.conditions) + " |", "|---|" + "---|" * len(args.conditions)]
+    for variant in args.variants:
+        cells = []
+        for condition in args.conditions:
+            row = next(r for r in rows if r["condition"] == condition and r["variant"] == variant)
+            cells.append(f"{row['mAP']:.3f} / {row['NDS']:.3f}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print("\nmAP / NDS\n" + table)
+    path = write_result("robustness", {"checkpoint": args.checkpoint, "data": f"{args.data_root}/{args.version}",
+                                       "frames": len(dataset), "rows": rows, "table_map_nds": table})
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The metric report and the evaluation loop behave as specified."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecomp_core.data.dataset import SequenceDataset
+from sparsecomp_core.data.synthetic.generate import generate
+from sparsecomp_core.evaluation.detection_metrics import Detection
+from sparsecomp_core.evaluation.evaluate import apply_condition, cascade_variant, evaluate, standard_conditions
+from sparsecomp_core.evaluation.metrics import detection_report, tracking_report
+from sparsecomp_core.rig import load_rig
+
+
+def boxes(rng, n):
+    return [np.array([*rng.uniform(-30, 30, 2), 0.8, 4.0, 1.8, 1.5, rng.uniform(-3, 3), *rng.normal(0, 3, 2), 0.0])
+            for _ in range(n)]
+
+
+def test_perfect_predictions_score_one_and_errors_zero():
+    rng = np.random.default_rng(0)
+    gts = {f"s{i}": [Detection(f"s{i}", b, label, occlusion=1, track_id=k) for k, (b, label) in
+                     enumerate(zip(boxes(rng, 4), [0, 3, 6, 1]))] for i in range(5)}
+    preds = [Detection(d.sample, d.box.copy(), d.label, 0.9, d.occlusion, 100 + d.track_id) for b in gts.values() for d in b]
+    report = detection_report(gts, preds)
+    assert report["mAP"] == pytest.approx(1.0) and report["NDS"] == pytest.approx(1.0)
+    assert report["mATE"] == pytest.approx(0.0, abs=1e-9) and report["mAVE"] == pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(report["per_class"]["barrier"]["vel_err"])       # static: no velocity error
+    tracking = tracking_report({"seq": [(gts[s], [p for p in preds if p.sample == s]) for s in sorted(gts)]})
+    assert tracking["occlusion_accuracy"] == 1.0 and tracking["id_switches"] == 0
+
+
+def test_errors_lower_the_scores_and_id_changes_count_as_switches():
+    rng = np.random.default_rng(1)
+    gts = {f"s{i}": [Detection(f"s{i}", b, 0, track_id=k) for k, b in enumerate(boxes(rng, 3))] for i in range(4)}
+    shifted = []
+    for i, sample in enumerate(sorted(gts)):
+        for d in gts[sample]:
+            box = d.box.copy()
+            box[0] += 1.5                               # beyond 0.5 and 1 m, within 2 and 4 m
+            shifted.append(Detection(sample, box, 0, 0.8, 0, d.track_id + (10 if i == 2 else 0)))
+    report = detection_report(gts, shifted)
+    ap = report["per_class"]["car"]["ap"]
+    assert ap["0.5"] == 0.0 and ap["1.0"] == 0.0 and ap["2.0"] == pytest.approx(1.0) and ap["4.0"] == pytest.approx(1.0)
+    assert report["mATE"] == pytest.approx(1.5, abs=1e-6) and report["mAP"] == pytest.approx(0.5)
+    assert report["NDS"] == pytest.approx((5 * 0.5 + 0 + 1 + 1 + 1) / 9)     # ATE term 0, others perfect
+    sequences = {"seq": [(gts[s], [p for p in shifted if p.sample == s]) for s in sorted(gts)]}
+    assert tracking_report(sequences)["id_switches"] == 6      # all 3 tracks switch at frame 2 and back at 3
+
+
+def test_conditions_and_variants(tmp_path):
+    generate(tmp_path, "v1.0-eval", "default7", seed=9, scenes=1, frames=6, image_size=(64, 128), lidar_beams=8,
+             lidar_azimuths=128, progress=False)
+    rig = load_rig("default7")
+    dataset = SequenceDataset(str(tmp_path), "v1.0-eval", rig, (64, 128))
+    conditions = standard_conditions(rig.camera_names)
+    rng = np.random.default_rng(0)
+    crash = apply_condition(dataset.load(0, 1), conditions["crash2"], rig.camera_names, 1, 6, rng)
+    assert crash.images[0].sum() == 0 and crash.camera_present[0] and crash.images[1].sum() > 0
+    dead_early = apply_condition(dataset.load(0, 1), conditions["dead"], rig.camera_names, 1, 6, rng)
+    dead_late = apply_condition(dataset.load(0, 4), conditions["dead"], rig.camera_names, 4, 6, rng)
+    assert dead_early.camera_present.all() and not dead_late.camera_present[0] and not dead_late.camera_present[4]
+
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_detector import micro_config
+    from sparsecomp_core.models.detector import build_detector
+    model = build_detector(micro_config()).eval()
+    with cascade_variant(model, "none"):
+        assert model.camera_branch.cascade.temporal is None
+    assert model.camera_branch.cascade.temporal is not None                 # restored
+    with cascade_variant(model, "v1"):
+        assert model.camera_branch.cascade.temporal.mode == "global"
+    assert model.camera_branch.cascade.temporal.mode == "neighbours"
+    report = evaluate(model, dataset, conditions["crash1"], "full", progress=False)
+    assert report["frames"] == 6 and report["masked_camera_fraction"] == pytest.approx(1 / 7)
+    assert 0.0 <= report["mAP"] <= 1.0
