@@ -1,0 +1,179 @@
+"""Run-time camera fault detection with hysteresis (no ROS imports: the
+perception node feeds it decoded images and stamps).
+
+Per camera it measures, on every image: mean grey level, dark and saturated
+pixel fractions, the fraction of grid blocks without texture (blocked lens,
+fog, blur), the mean absolute change from the previous image and how many
+images in a row barely changed (frozen), the frame rate; and at every
+synchronised frame: the age of the latest image and its offset from the
+frame's reference time. The raw verdict of a frame is the first fault found
+in the order of the CameraStatus FAULT_* constants; the published verdict
+(``failed``, the cam_mask entry) changes only after ``fail_after``
+consecutive faulty frames or ``recover_after`` consecutive healthy ones.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Same values as sparsecomp/msg/CameraStatus.msg.
+FAULT_NONE, FAULT_NO_FRAME, FAULT_LOW_RATE, FAULT_OUT_OF_SYNC = 0, 1, 2, 3
+FAULT_BLACK, FAULT_OVEREXPOSED, FAULT_BLOCKED, FAULT_FROZEN, FAULT_BAD_FORMAT = 4, 5, 6, 7, 8
+FAULT_NAMES = {FAULT_NONE: "ok", FAULT_NO_FRAME: "no frame", FAULT_LOW_RATE: "low frame rate",
+               FAULT_OUT_OF_SYNC: "out of sync", FAULT_BLACK: "black", FAULT_OVEREXPOSED: "over-exposed",
+               FAULT_BLOCKED: "blocked / no texture", FAULT_FROZEN: "frozen", FAULT_BAD_FORMAT: "bad format"}
+
+
+@dataclass
+class HealthThresholds:
+    timeout_s: float = 0.5                  # no image for longer than this: NO_FRAME
+    min_rate_hz: float = 4.0                # over the last rate_window_s
+    rate_window_s: float = 2.0
+    max_sync_offset_s: float = 0.06         # |image stamp - reference time|
+    dark_level: float = 0.04                # grey level of a "dark" pixel (0..1)
+    black_fraction: float = 0.97            # this many dark pixels: BLACK
+    saturated_level: float = 0.97
+    overexposed_fraction: float = 0.85
+    block_grid: tuple[int, int] = (4, 6)    # rows x columns of texture blocks
+    min_block_texture: float = 0.01         # grey-level std of a textured block after 4x4 averaging
+    blocked_fraction: float = 0.8           # this many flat blocks: BLOCKED
+    frozen_difference: float = 0.0015       # mean |change| below this: an unchanged image
+    frozen_frames: int = 8                  # this many unchanged images in a row: FROZEN
+    fail_after: int = 2                     # consecutive faulty frames before failed = True
+    recover_after: int = 5                  # consecutive healthy frames before failed = False
+
+
+@dataclass
+class ImageFigures:
+    """What one image measured; NaN where it could not be measured."""
+    mean_intensity: float = math.nan
+    dark_fraction: float = math.nan
+    saturated_fraction: float = math.nan
+    textureless_fraction: float = math.nan
+    frame_difference: float = math.nan
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """[H, W] float32 in 0..1 from an [H, W, 3] or [H, W] uint8 image (subsampled for speed)."""
+    step = max(1, min(image.shape[0], image.shape[1]) // 120)
+    small = image[::step, ::step]
+    if small.ndim == 3:
+        small = small[..., :3].mean(axis=2)
+    return small.astype(np.float32) / 255.0
+
+
+def measure(current: np.ndarray, previous: np.ndarray | None, thresholds: HealthThresholds) -> ImageFigures:
+    """Figures of a grey image [H, W] (0..1), given the previous one of the same camera."""
+    rows, cols = thresholds.block_grid
+    # 4x4 averaging first: pixel noise must not count as texture (a blocked lens is noisy too).
+    h4, w4 = current.shape[0] // 4, current.shape[1] // 4
+    pooled = current[: h4 * 4, : w4 * 4].reshape(h4, 4, w4, 4).mean(axis=(1, 3))
+    height, width = pooled.shape
+    blocks = pooled[: height // rows * rows, : width // cols * cols].reshape(rows, height // rows, cols, width // cols)
+    texture = blocks.std(axis=(1, 3))
+    difference = math.nan
+    if previous is not None and previous.shape == current.shape:
+        difference = float(np.abs(current - previous).mean())
+    return ImageFigures(float(current.mean()), float((current < thresholds.dark_level).mean()),
+                        float((current > thresholds.saturated_level).mean()),
+                        float((texture < thresholds.min_block_texture).mean()), difference)
+
+
+@dataclass
+class CameraHealth:
+    """State of one camera. Feed images with ``observe``/``observe_bad``, ask
+    for a verdict per synchronised frame with ``assess``."""
+    name: str
+    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+    failed: bool = False
+    consecutive_faults: int = 0
+    consecutive_ok: int = 0
+    unchanged_frames: int = 0
+    last_stamp: float | None = None
+    last_figures: ImageFigures = field(default_factory=ImageFigures)
+    last_image_fault: int = FAULT_NONE
+    last_image_detail: str = ""
+    _previous: np.ndarray | None = None
+    _arrivals: deque = field(default_factory=deque)
+
+    def observe(self, stamp: float, image: np.ndarray) -> ImageFigures:
+        """A decoded image [H, W, 3] (or [H, W]) uint8 arrived with this stamp (s)."""
+        current = grey(image)
+        figures = measure(current, self._previous, self.thresholds)
+        self._previous = current
+        self._arrived(stamp)
+        if not math.isnan(figures.frame_difference) and figures.frame_difference < self.thresholds.frozen_difference:
+            self.unchanged_frames += 1
+        else:
+            self.unchanged_frames = 0
+        self.last_figures = figures
+        self.last_image_fault, self.last_image_detail = self._content_fault(figures)
+        return figures
+
+    def observe_bad(self, stamp: float, reason: str) -> None:
+        """An image arrived but cannot be used (wrong size, encoding, step, truncated)."""
+        self._arrived(stamp)
+        self.last_figures = ImageFigures()
+        self.last_image_fault, self.last_image_detail = FAULT_BAD_FORMAT, reason
+
+    def _arrived(self, stamp: float) -> None:
+        self.last_stamp = stamp
+        self._arrivals.append(stamp)
+        while self._arrivals and self._arrivals[0] < stamp - self.thresholds.rate_window_s:
+            self._arrivals.popleft()
+
+    def rate_hz(self, now: float) -> float:
+        recent = [s for s in self._arrivals if s > now - self.thresholds.rate_window_s]
+        return len(recent) / self.thresholds.rate_window_s
+
+    def _content_fault(self, figures: ImageFigures) -> tuple[int, str]:
+        t = self.thresholds
+        if figures.dark_fraction >= t.black_fraction:
+            return FAULT_BLACK, f"{figures.dark_fraction:.0%} of pixels dark"
+        if figures.saturated_fraction >= t.overexposed_fraction:
+            return FAULT_OVEREXPOSED, f"{figures.saturated_fraction:.0%} of pixels saturated"
+        if figures.textureless_fraction >= t.blocked_fraction:
+            return FAULT_BLOCKED, f"{figures.textureless_fraction:.0%} of blocks without texture"
+        if self.unchanged_frames >= t.frozen_frames:
+            return FAULT_FROZEN, f"unchanged for {self.unchanged_frames} images"
+        return FAULT_NONE, ""
+
+    def assess(self, reference_time: float, image_stamp: float | None) -> dict:
+        """Verdict for a synchronised frame at ``reference_time`` (s) that uses
+        the image stamped ``image_stamp`` (None: no image picked). Returns the
+        CameraStatus fields."""
+        t = self.thresholds
+        age = math.inf if self.last_stamp is None else reference_time - self.last_stamp
+        offset = math.nan if image_stamp is None else image_stamp - reference_time
+        rate = self.rate_hz(reference_time)
+        if self.last_stamp is None or age > t.timeout_s or image_stamp is None:
+            reason, detail = FAULT_NO_FRAME, "no image" if self.last_stamp is None else f"last image {age:.2f} s old"
+        elif abs(offset) > t.max_sync_offset_s:
+            reason, detail = FAULT_OUT_OF_SYNC, f"image {offset * 1e3:+.0f} ms from the frame"
+        elif self.last_image_fault != FAULT_NONE:
+            reason, detail = self.last_image_fault, self.last_image_detail
+        elif rate < t.min_rate_hz and reference_time - self._arrivals[0] >= t.rate_window_s * 0.5:
+            reason, detail = FAULT_LOW_RATE, f"{rate:.1f} Hz"
+        else:
+            reason, detail = FAULT_NONE, ""
+        if reason == FAULT_NONE:
+            self.consecutive_ok += 1
+            self.consecutive_faults = 0
+            if self.failed and self.consecutive_ok >= t.recover_after:
+                self.failed = False
+        else:
+            self.consecutive_faults += 1
+            self.consecutive_ok = 0
+            if not self.failed and self.consecutive_faults >= t.fail_after:
+                self.failed = True
+        figures = self.last_figures if image_stamp is not None else ImageFigures()
+        return {"name": self.name, "failed": self.failed, "reason": reason, "message": detail,
+                "image_age_s": age, "rate_hz": rate, "sync_offset_s": offset,
+                "mean_intensity": figures.mean_intensity, "dark_fraction": figures.dark_fraction,
+                "saturated_fraction": figures.saturated_fraction,
+                "textureless_fraction": figures.textureless_fraction, "frame_difference": figures.frame_difference,
+                "unchanged_frames": self.unchanged_frames, "consecutive_faults": self.consecutive_faults,
+                "consecutive_ok": self.consecutive_ok}
