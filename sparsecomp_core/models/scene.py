@@ -1,6 +1,7 @@
 """Scene-change detection shared by every piece of temporal state."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -30,3 +31,22 @@ def scene_changed(last_timestamp_us: Tensor, last_sequence_ids: Sequence | None,
                                device=changed.device)
         changed = changed | differs
     return changed
+
+
+def frames_after_scene_check(frames: tuple, last_sequence_ids: Sequence | None, timestamp_us: Tensor,
+                             sequence_ids: Sequence | None, max_gap_s: float = MAX_TIME_GAP_S) -> tuple:
+    """A newest-first queue of frame records (dataclasses with ``timestamp_us``
+    [B] and ``valid`` [B]) with each sample whose scene changed marked invalid
+    in every frame. Returns ``frames`` itself when nothing changed and ()
+    when no frame is usable any more (or the batch size changed: a new stream)."""
+    if not frames:
+        return frames
+    newest = frames[0]
+    if newest.timestamp_us.shape != timestamp_us.shape:
+        return ()
+    changed = scene_changed(newest.timestamp_us, last_sequence_ids, timestamp_us.to(newest.timestamp_us.device),
+                            None if sequence_ids is None else tuple(sequence_ids), max_gap_s)
+    if not bool(changed.any()):
+        return frames
+    updated = tuple(replace(f, valid=f.valid & ~changed) for f in frames)
+    return updated if any(bool(f.valid.any()) for f in updated) else ()

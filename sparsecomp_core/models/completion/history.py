@@ -1,14 +1,14 @@
 """Explicit temporal state of level-1 completion: a queue of past frames."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from ...geometry import Calibration
-from ..scene import MAX_TIME_GAP_S, scene_changed
+from ..scene import MAX_TIME_GAP_S, frames_after_scene_check
 
 
 @dataclass(frozen=True)
@@ -51,19 +51,10 @@ class FeatureHistory:
     def checked_for_scene_change(self, timestamp_us: Tensor, sequence_ids: Sequence | None) -> "FeatureHistory":
         """This history with frames invalidated for samples whose scene changed;
         empty when no sample keeps any frame."""
-        if not self.frames:
+        frames = frames_after_scene_check(self.frames, self.sequence_ids, timestamp_us, sequence_ids, self.max_gap_s)
+        if frames is self.frames:
             return self
-        newest = self.frames[0]
-        if newest.timestamp_us.shape != timestamp_us.shape:
-            return FeatureHistory(max_gap_s=self.max_gap_s)  # batch size changed: a new stream
-        changed = scene_changed(newest.timestamp_us, self.sequence_ids, timestamp_us.to(newest.timestamp_us.device),
-                                None if sequence_ids is None else tuple(sequence_ids), self.max_gap_s)
-        if not bool(changed.any()):
-            return self
-        frames = tuple(replace(f, valid=f.valid & ~changed) for f in self.frames)
-        if not any(bool(f.valid.any()) for f in frames):
-            return FeatureHistory(max_gap_s=self.max_gap_s)
-        return replace(self, frames=frames)
+        return replace(self, frames=frames, sequence_ids=self.sequence_ids if frames else None)
 
     def pushed(self, frame: HistoryFrame, sequence_ids: Sequence | None, queue_length: int) -> "FeatureHistory":
         """A new history with ``frame`` as the newest, at most ``queue_length`` frames."""

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..scene import MAX_TIME_GAP_S, scene_changed
+from ..scene import MAX_TIME_GAP_S, frames_after_scene_check
 from .boxes import STATIC_CLASSES
 
 
@@ -68,19 +68,11 @@ class QueryQueue:
         return len(self.frames)
 
     def checked_for_scene_change(self, timestamp_us: Tensor, sequence_ids: Sequence | None) -> "QueryQueue":
-        if not self.frames:
+        """This queue with frames invalidated for samples whose scene changed (ids keep counting)."""
+        frames = frames_after_scene_check(self.frames, self.sequence_ids, timestamp_us, sequence_ids, self.max_gap_s)
+        if frames is self.frames:
             return self
-        newest = self.frames[0]
-        if newest.timestamp_us.shape != timestamp_us.shape:
-            return replace(self, frames=(), sequence_ids=None)
-        changed = scene_changed(newest.timestamp_us, self.sequence_ids, timestamp_us.to(newest.timestamp_us.device),
-                                None if sequence_ids is None else tuple(sequence_ids), self.max_gap_s)
-        if not bool(changed.any()):
-            return self
-        frames = tuple(replace(f, valid=f.valid & ~changed) for f in self.frames)
-        if not any(bool(f.valid.any()) for f in frames):
-            frames = ()
-        return replace(self, frames=frames)
+        return replace(self, frames=frames, sequence_ids=self.sequence_ids if frames else None)
 
     def pushed(self, kept: KeptQueries, sequence_ids: Sequence | None, history_frames: int, next_id: int) -> "QueryQueue":
         return replace(self, frames=((kept,) + self.frames)[:history_frames], next_id=next_id,
