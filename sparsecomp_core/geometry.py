@@ -65,7 +65,7 @@ def project_points(intrinsics: Tensor, points_cam: Tensor, min_depth: float = 0.
 def horizontal_fov_interval(intrinsics: Tensor, cam2ego: Tensor, width: int) -> tuple[float, float]:
     """(start, end) headings in radians, counter-clockwise, covered by one camera's
     image columns, from its [3, 3] intrinsics and [4, 4] cam2ego."""
-    fx, cx, cy = float(intrinsics[0, 0]), float(intrinsics[0, 2]), float(intrinsics[1, 2])
+    fx, cx = float(intrinsics[0, 0]), float(intrinsics[0, 2])
     edges = []
     for u in (float(width), 0.0):  # right edge is clockwise of the left edge
         ray_cam = torch.tensor([(u - cx) / fx, 0.0, 1.0], dtype=cam2ego.dtype)

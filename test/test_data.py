@@ -76,7 +76,6 @@ def test_lidar_points_lie_on_annotated_objects(generated):
 
 def test_rendering_agrees_with_the_written_calibration(generated):
     """The pixel where a visible object's centre projects shows that object's class colour family."""
-    from PIL import Image
     dataset = SequenceDataset(str(generated), "v1.0-test", load_rig("default7"), (64, 128))
     frame = dataset.load(0, 0)
     checked = 0

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from sparsecomp_core.data.dataset import SequenceDataset
 from sparsecomp_core.data.synthetic.generate import generate

@@ -27,7 +27,7 @@ from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import SequenceDataset, StreamSampler, collate
 from ..model_config import load_model_config
-from ..models.detector import ModelState, build_detector
+from ..models.detector import build_detector
 from .freeze import apply_freeze_schedule, parameter_groups
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from .boxes import MOVING_CLASSES, NUM_CLASSES, STATIC_CLASSES, VULNERABLE_CLASSES, angle_bin_targets
+from .boxes import MOVING_CLASSES, STATIC_CLASSES, VULNERABLE_CLASSES, angle_bin_targets
 
 
 @dataclass
