@@ -34,6 +34,8 @@ class FrameAssembler:
     def add_image(self, camera: str, stamp_us: int, payload: Any) -> None:
         if camera not in self._buffers:
             raise KeyError(f"unknown camera {camera!r}")
+        if self.last_reference_us is not None and stamp_us < self.last_reference_us - self.buffer_us:
+            self.reset()                             # far older than the last frame: a new recording
         buffer = self._buffers[camera]
         buffer.append((stamp_us, payload))
         while buffer and buffer[0][0] < stamp_us - self.buffer_us:
