@@ -1,11 +1,14 @@
 """Replay a rosbag2 with /clock (``ros2 bag`` is not available everywhere).
 
-    python -m sparsecomp_ros.replay --bag bags/val_scene0 [--rate 1.0] [--loop] [--start-delay 1.0]
+    python -m sparsecomp_ros.replay --bag bags/val_scene0 [--rate 1.0] [--loop N] [--start-delay 1.0]
+        [--dead TOPIC@SECONDS ...] [--black TOPIC@SECONDS ...]
 
 Publishes every message's serialized bytes on its topic, paced by the bag's
 timestamps divided by ``--rate``, and /clock with the bag time, so nodes
 with ``use_sim_time`` follow the bag. /tf_static is published transient-
 local (late joiners still get it); sensor topics with sensor-data QoS.
+Fault injection: ``--dead TOPIC@S`` stops a topic S seconds into the bag,
+``--black TOPIC@S`` replaces an image topic's pixels with zeros from then on.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosbags.rosbag2 import Reader
+from rclpy.serialization import deserialize_message, serialize_message
 from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
 
 from .conversions import us_to_stamp
 
@@ -38,11 +43,13 @@ def qos_for(topic: str) -> QoSProfile:
 
 
 class BagReplayer(Node):
-    def __init__(self, bag: str | Path, rate: float = 1.0, **kwargs):
+    def __init__(self, bag: str | Path, rate: float = 1.0, dead: dict[str, float] | None = None,
+                 black: dict[str, float] | None = None, **kwargs):
         super().__init__("sparsecomp_replay", **kwargs)
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.bag, self.rate = Path(bag), rate
+        self.dead, self.black = dict(dead or {}), dict(black or {})
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.publishers_by_topic = {}
         self.published = 0
@@ -64,7 +71,16 @@ class BagReplayer(Node):
                     if delay > 0:
                         time.sleep(delay)
                     self.clock_pub.publish(Clock(clock=us_to_stamp(timestamp // 1000)))
-                    self.publishers_by_topic[connection.topic].publish(bytes(raw))
+                    offset_s = (timestamp - start_bag) / 1e9
+                    topic = connection.topic
+                    if topic in self.dead and offset_s >= self.dead[topic]:
+                        continue
+                    data = bytes(raw)
+                    if topic in self.black and offset_s >= self.black[topic]:
+                        image = deserialize_message(data, Image)
+                        image.data = bytes(len(image.data))
+                        data = serialize_message(image)
+                    self.publishers_by_topic[topic].publish(data)
                     self.published += 1
                     if not rclpy.ok():
                         return self.published
@@ -77,9 +93,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1.0)
     parser.add_argument("--loop", type=int, default=1, help="how many times to play the bag")
     parser.add_argument("--start-delay", type=float, default=1.0, help="seconds to let subscribers connect")
+    parser.add_argument("--dead", nargs="*", default=[], metavar="TOPIC@S", help="stop TOPIC S seconds into the bag")
+    parser.add_argument("--black", nargs="*", default=[], metavar="TOPIC@S", help="black images on TOPIC from S s")
     args = parser.parse_args()
+
+    def faults(items: list[str]) -> dict[str, float]:
+        return {item.rsplit("@", 1)[0]: float(item.rsplit("@", 1)[1]) for item in items}
     rclpy.init()
-    node = BagReplayer(args.bag, args.rate)
+    node = BagReplayer(args.bag, args.rate, faults(args.dead), faults(args.black))
     try:
         count = node.play(args.loop, args.start_delay)
         node.get_logger().info(f"published {count} messages")
