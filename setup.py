@@ -19,4 +19,13 @@ setup(
     # ROS 2 PyPI wheels in requirements.txt; torch is chosen per machine
     # (CPU wheel or CUDA build) by scripts/setup_env.sh.
     install_requires=["numpy", "scipy", "PyYAML", "tqdm", "rosbags", "Pillow"],
+    entry_points={"console_scripts": [
+        "sparsecomp-generate = sparsecomp_core.data.synthetic.generate:main",
+        "sparsecomp-train = sparsecomp_core.training.train:main",
+        "sparsecomp-evaluate = sparsecomp_core.evaluation.evaluate:main",
+        "sparsecomp-perception = sparsecomp_ros.perception_node:main",
+        "sparsecomp-replay = sparsecomp_ros.replay:main",
+        "sparsecomp-bag-convert = sparsecomp_ros.bag_convert:main",
+        "sparsecomp-demo = sparsecomp_ros.demo:main",
+    ]},
 )

@@ -49,7 +49,16 @@ from .frame_assembler import FrameAssembler
 from .tf_compat import Buffer, TransformListener
 from .visualization import Trails, bev_image, markers
 
-DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parent.parent / "models" / "tiny_default.pt")
+def default_checkpoint() -> str:
+    """models/tiny_default.pt from the source tree, or from the installed package's share folder."""
+    source = Path(__file__).resolve().parent.parent / "models" / "tiny_default.pt"
+    if source.exists():
+        return str(source)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return str(Path(get_package_share_directory("sparsecomp")) / "models" / "tiny_default.pt")
+    except Exception:  # no ament index: report the source-tree path in the error
+        return str(source)
 
 
 def matrix_from_transform(msg) -> np.ndarray:
@@ -67,7 +76,8 @@ class PerceptionNode(Node):
         def param(name, default, description):
             return self.declare_parameter(name, default, ParameterDescriptor(description=description)).value
 
-        checkpoint = param("model.checkpoint", DEFAULT_CHECKPOINT, "trained model file (weights + model config)")
+        checkpoint = param("model.checkpoint", "", "trained model file (weights + model config); '' = shipped default")
+        checkpoint = checkpoint or default_checkpoint()
         device = param("model.device", "auto", "'auto' (cuda when available), 'cuda', 'cuda:N' or 'cpu'")
         self.precision = param("model.precision", "fp32", "fp32, bf16 or fp16 (autocast on CUDA)")
         self.reference = param("sync.reference", "lidar", "'lidar' or a camera name: whose arrival builds a frame")
