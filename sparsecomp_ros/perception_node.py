@@ -115,6 +115,7 @@ class PerceptionNode(Node):
         self.path: PathMsg | None = None
         self.dropped: Counter = Counter()
         self.frames_out = 0
+        self.last_reference_us: int | None = None     # the node's own: the assembler resets on time jumps
         self.trails = Trails(trail_length)
         self.tf_buffer = Buffer()
         self.tf_listener = TransformListener(self.tf_buffer, self)
@@ -179,7 +180,7 @@ class PerceptionNode(Node):
     # --- a frame -------------------------------------------------------------------------------
     def process(self, reference_us: int, cloud: np.ndarray, header: Header) -> None:
         started = time.perf_counter()
-        last = self.assembler.last_reference_us
+        last, self.last_reference_us = self.last_reference_us, reference_us
         if last is not None and reference_us == last:
             self.dropped["duplicate reference stamp"] += 1
             return

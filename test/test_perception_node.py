@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-import yaml
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header

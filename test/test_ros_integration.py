@@ -1,0 +1,108 @@
+"""The perception node as a process on its own DDS domain, driven over DDS."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from sensor_msgs.msg import Image
+
+from sparsecomp_core.config import to_dict
+from sparsecomp_core.models.detector import build_detector
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+sys.path.insert(0, str(Path(__file__).parent))
+from ros_harness import Driver, noise_images, start_node  # noqa: E402
+from test_detector import micro_config  # noqa: E402
+
+from sparsecomp_ros.camera_health import (FAULT_BLACK, FAULT_FROZEN, FAULT_NO_FRAME,  # noqa: E402
+                                          FAULT_OVEREXPOSED)
+
+STEP_US = 100_000
+
+
+@pytest.fixture
+def running(tmp_path, ros_env, ros_domain_id):
+    torch.manual_seed(0)
+    cfg = micro_config()
+    checkpoint = tmp_path / "micro.pt"
+    torch.save({"model": build_detector(cfg).state_dict(), "model_config": to_dict(cfg)}, checkpoint)
+    node = start_node(ros_env, str(checkpoint), tmp_path / "node.log")
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    driver = Driver(context, cfg.load_rig().camera_names)
+    try:
+        driver.wait_for_node(node)
+        yield driver, node, tmp_path / "node.log"
+    finally:
+        driver.destroy_node()
+        rclpy.shutdown(context=context)
+        node.terminate()
+        try:
+            node.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
+def test_a_killed_camera_topic_is_flagged_and_clears_when_revived(running):
+    driver, node, log = running
+    cameras = driver.cameras
+    victim = cameras[3]
+    answered = []
+    for step in range(22):
+        images = noise_images(cameras, step)
+        if 6 <= step < 12:
+            images[victim] = None                                       # topic dead
+        answered.append(driver.publish_frame(1_000_000 + step * STEP_US, images))
+    assert all(answered), (answered, log.read_text()[-2000:])           # never stalls
+    health = {step: driver.health_at(1_000_000 + step * STEP_US)[victim] for step in range(22)}
+    assert not health[5].failed
+    assert health[7].failed and health[7].reason == FAULT_NO_FRAME       # 2 frames = 0.2 s < 0.5 s timeout
+    assert health[11].failed
+    assert not health[21].failed                                         # cleared after recovery
+    assert victim in driver.objects[8].failed_cameras
+
+
+def test_black_frozen_and_overexposed_cameras_are_flagged_normal_ones_not(running):
+    driver, node, log = running
+    cameras = driver.cameras
+    frozen = noise_images(cameras, 999)[cameras[2]]
+    for step in range(14):
+        images = noise_images(cameras, step)
+        images[cameras[0]] = np.zeros_like(images[cameras[0]])
+        images[cameras[1]] = np.full_like(images[cameras[1]], 255)
+        images[cameras[2]] = frozen
+        assert driver.publish_frame(2_000_000 + step * STEP_US, images), log.read_text()[-2000:]
+    health = driver.health_at(2_000_000 + 13 * STEP_US)
+    assert health[cameras[0]].failed and health[cameras[0]].reason == FAULT_BLACK
+    assert health[cameras[1]].failed and health[cameras[1]].reason == FAULT_OVEREXPOSED
+    assert health[cameras[2]].failed and health[cameras[2]].reason == FAULT_FROZEN
+    assert not any(health[c].failed for c in cameras[3:])
+
+
+def test_bad_messages_are_dropped_and_counted_and_the_node_keeps_publishing(running):
+    driver, node, log = running
+    cameras = driver.cameras
+    t = 3_000_000
+    assert driver.publish_frame(t, noise_images(cameras, 0))
+    wrong = noise_images(cameras, 1)
+    wrong[cameras[0]] = Image(height=64, width=128, encoding="yuv422", step=256, data=bytes(64 * 256))
+    wrong[cameras[1]] = Image(height=64, width=128, encoding="rgb8", step=384, data=bytes(1000))     # truncated
+    wrong[cameras[2]] = Image(height=64, width=128, encoding="rgb8", step=100, data=bytes(64 * 384))  # step < width*3
+    assert driver.publish_frame(t + STEP_US, wrong)
+    assert driver.publish_frame(t + 2 * STEP_US, noise_images(cameras, 2), cloud=np.full((100, 4), np.nan, np.float32))
+    assert driver.publish_frame(t + 3 * STEP_US, noise_images(cameras, 3), cloud=np.zeros((0, 4), np.float32))
+    assert driver.publish_frame(t + 4 * STEP_US, noise_images(cameras, 4), pose=False)           # missing tf
+    assert driver.publish_frame(t - 10 * STEP_US, noise_images(cameras, 5))                      # time backwards
+    assert driver.publish_frame(t + 20 * STEP_US, noise_images(cameras, 6))                      # and on it goes
+    assert node.poll() is None
+    node_status = [s for d in driver.diagnostics for s in d.status if s.name.endswith(": node")][-1]
+    dropped = {v.key: int(v.value) for v in node_status.values if v.key.startswith("dropped")}
+    assert dropped[f"dropped: image from {cameras[0]}"] == 1
+    assert dropped[f"dropped: image from {cameras[1]}"] == 1 and dropped[f"dropped: image from {cameras[2]}"] == 1
+    assert dropped["dropped: time went backwards"] == 1
+    assert any(k.startswith("dropped: tf odom<-base_link") for k in dropped)
