@@ -4,13 +4,15 @@ Decoding raises ``BadMessage`` with a clear reason; the node drops such a
 message, counts it and reports it, and keeps running."""
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
-from sensor_msgs.msg import Image, PointCloud2, PointField
+from PIL import Image as PILImage
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from sparsecomp.msg import CameraHealth, CameraStatus, DynamicObject, DynamicObjectArray
 from std_msgs.msg import Header
 
@@ -52,6 +54,21 @@ def image_to_rgb(msg: Image, expected_size: tuple[int, int] | None = None) -> np
     if msg.encoding.startswith("bgr"):
         return pixels[..., 2::-1] if channels == 3 else pixels[..., [2, 1, 0]]
     return pixels[..., :3]
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """[H, W, 3] uint8 RGB from a CompressedImage (jpeg, png, ...); BadMessage if it does not decode."""
+    try:
+        with PILImage.open(io.BytesIO(bytes(msg.data))) as image:
+            return np.array(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BadMessage(f"compressed image ({msg.format or 'unknown format'}) does not decode: {exc}") from exc
+
+
+def rgb_to_compressed(rgb: np.ndarray, header: Header, quality: int = 90) -> CompressedImage:
+    buffer = io.BytesIO()
+    PILImage.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    return CompressedImage(header=header, format="rgb8; jpeg compressed bgr8", data=buffer.getvalue())
 
 
 def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:

@@ -33,7 +33,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time as RclpyTime
 from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from sparsecomp.msg import CameraHealth as CameraHealthMsg
 from sparsecomp.msg import DynamicObjectArray
 from std_msgs.msg import Header
@@ -43,8 +43,8 @@ from sparsecomp_core.geometry import Calibration
 from sparsecomp_core.models.detector import FrameInputs
 
 from .camera_health import CameraHealth, HealthThresholds
-from .conversions import (BadMessage, cloud_to_array, detections_to_msg, health_to_msgs, image_to_rgb, rgb_to_image,
-                          stamp_to_us, us_to_stamp)
+from .conversions import (BadMessage, cloud_to_array, compressed_to_rgb, detections_to_msg, health_to_msgs,
+                          image_to_rgb, rgb_to_image, stamp_to_us, us_to_stamp)
 from .frame_assembler import FrameAssembler
 from .tf_compat import Buffer, TransformListener
 from .visualization import Trails, bev_image, markers
@@ -89,6 +89,7 @@ class PerceptionNode(Node):
         self.max_objects = param("output.max_objects", 100, "most objects published per frame")
         self.velocity_scale = param("viz.velocity_scale", 5.0, "velocity arrow length scale in RViz")
         trail_length = param("viz.trajectory_length", 10, "positions kept per object for RViz trails")
+        compressed = param("input.compressed", False, "subscribe ~/input/<camera>/image/compressed (CompressedImage)")
         thresholds = HealthThresholds(timeout_s=param("health.timeout_s", 0.5, "no image for this long: failed"),
                                       max_sync_offset_s=slop_s,
                                       fail_after=param("health.fail_after", 2, "faulty frames before a camera fails"),
@@ -122,8 +123,12 @@ class PerceptionNode(Node):
 
         for name in self.cameras:
             topic = name.lower()
-            self.create_subscription(Image, f"~/input/{topic}/image", lambda msg, n=name: self.on_image(n, msg),
-                                     qos_profile_sensor_data)
+            if compressed:
+                self.create_subscription(CompressedImage, f"~/input/{topic}/image/compressed",
+                                         lambda msg, n=name: self.on_image(n, msg), qos_profile_sensor_data)
+            else:
+                self.create_subscription(Image, f"~/input/{topic}/image", lambda msg, n=name: self.on_image(n, msg),
+                                         qos_profile_sensor_data)
             self.create_subscription(CameraInfo, f"~/input/{topic}/camera_info",
                                      lambda msg, n=name: self.camera_infos.__setitem__(n, msg), qos_profile_sensor_data)
         self.create_subscription(PointCloud2, "~/input/points", self.on_points, qos_profile_sensor_data)
@@ -138,10 +143,10 @@ class PerceptionNode(Node):
                                f"model {self.model_config.name} on {self.device}, reference {self.reference}")
 
     # --- inputs ------------------------------------------------------------------------------
-    def on_image(self, camera: str, msg: Image) -> None:
+    def on_image(self, camera: str, msg: Image | CompressedImage) -> None:
         stamp_us = stamp_to_us(msg.header.stamp)
         try:
-            rgb = image_to_rgb(msg)
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except BadMessage as exc:
             self.dropped[f"image from {camera}"] += 1
             self.health[camera].observe_bad(stamp_us / 1e6, str(exc))

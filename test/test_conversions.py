@@ -13,8 +13,9 @@ from sparsecomp.msg import CameraHealth, DynamicObject, DynamicObjectArray
 from std_msgs.msg import Header
 
 from sparsecomp_ros.camera_health import CameraHealth as Monitor
-from sparsecomp_ros.conversions import (BadMessage, array_to_cloud, cloud_to_array, detections_to_msg,
-                                        health_to_msgs, image_to_rgb, rgb_to_image, stamp_to_us, us_to_stamp)
+from sparsecomp_ros.conversions import (BadMessage, array_to_cloud, cloud_to_array, compressed_to_rgb,
+                                        detections_to_msg, health_to_msgs, image_to_rgb, rgb_to_compressed,
+                                        rgb_to_image, stamp_to_us, us_to_stamp)
 
 HEADER = Header(stamp=us_to_stamp(1_700_000_000_123_456), frame_id="base_link")
 
@@ -91,3 +92,13 @@ def test_health_becomes_camera_health_and_diagnostics():
     assert health.cameras[1].reason == health.cameras[1].FAULT_BLACK
     assert [s.level for s in diagnostics.status] == [DiagnosticStatus.OK, DiagnosticStatus.ERROR]
     assert "failed" in diagnostics.status[1].message
+
+
+def test_compressed_images_decode_and_garbage_is_a_bad_message():
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :24] = (200, 40, 40)
+    decoded = compressed_to_rgb(rgb_to_compressed(rgb, HEADER, quality=95))
+    assert decoded.shape == (32, 48, 3) and np.abs(decoded.astype(int) - rgb).mean() < 3
+    from sensor_msgs.msg import CompressedImage
+    with pytest.raises(BadMessage, match="does not decode"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg"))
