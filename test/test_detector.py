@@ -147,3 +147,20 @@ def test_overfitting_a_tiny_scene_finds_its_boxes_with_class_and_velocity_sign()
     for earlier, later in zip(found_ids, found_ids[1:]):
         assert earlier == later and None not in later, found_ids          # ids persist across frames
     assert len(set(found_ids[0])) == len(found_ids[0])
+
+
+def test_boxes_outside_the_bev_grid_do_not_enter_the_loss():
+    model, rig = micro_model()
+    model.eval()                                  # no random query sampling / VAE bypass
+    gen = torch.Generator().manual_seed(0)
+    inputs = toy_scene.frame(rig, 0.0, gen, torch.rand(1, rig.num_cameras, 3, 64, 128, generator=gen))
+    target = toy_scene.targets_at(0.0)
+    far = {"boxes": torch.cat([target["boxes"], torch.tensor([[-55.0, 0.0, 0.8, 4.5, 1.9, 1.6, 0, 0, 0, 0]])]),
+           "labels": torch.cat([target["labels"], torch.tensor([0])]),
+           "occlusion": torch.cat([target["occlusion"], torch.tensor([0])])}
+    with torch.no_grad():
+        plain = model(inputs, None, [target])["losses"]
+        with_far = model(inputs, None, [far])["losses"]
+    for key in plain:
+        torch.testing.assert_close(with_far[key], plain[key])
+    assert model.targets_in_range([far])[0]["boxes"].shape[0] == len(target["labels"])

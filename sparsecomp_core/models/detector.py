@@ -104,8 +104,18 @@ class SparseCompDetector(nn.Module):
         outputs["completion"] = camera
         outputs["state"] = ModelState(camera["state"], queue)
         if targets is not None:
-            outputs["losses"] = {**camera["losses"], **self.loss(outputs, targets)}
+            outputs["losses"] = {**camera["losses"], **self.loss(outputs, self.targets_in_range(targets))}
         return outputs
+
+    def targets_in_range(self, targets: list[dict]) -> list[dict]:
+        """Targets without the boxes whose centre lies outside the BEV grid: the
+        head cannot place a box there, and matching one would drag a query to the edge."""
+        kept = []
+        for target in targets:
+            inside = self.grid.contains(target["boxes"][:, :2])
+            kept.append({k: (v[inside] if isinstance(v, Tensor) and len(v) == len(inside) else v)
+                         for k, v in target.items()})
+        return kept
 
     def forward_train(self, inputs: FrameInputs, targets: list[dict], state: ModelState | None = None) -> tuple[dict, ModelState]:
         """All losses in one dict (cascade losses need inputs.teacher_images) and the new state."""

@@ -64,6 +64,10 @@ class BEVGrid:
         high = points.new_tensor([self.x_max, self.y_max, self.z_max])
         return points * (high - low) + low
 
+    def contains(self, xy: Tensor) -> Tensor:
+        """[N] bool: which points [N, >=2] (metres) lie inside the grid's x/y ranges."""
+        return (xy[:, 0] >= self.x_min) & (xy[:, 0] < self.x_max) & (xy[:, 1] >= self.y_min) & (xy[:, 1] < self.y_max)
+
     def cell_index(self, xy: Tensor) -> tuple[Tensor, Tensor]:
         """(flat index [N] int64, inside [N] bool) of points [N, >=2] in metres."""
         col = torch.floor((xy[:, 0] - self.x_min) / self.cell).long()
