@@ -117,7 +117,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         (out / "model_config.json").write_text(json.dumps(to_dict(model_cfg), indent=2))
-    log = (out / "train_log.jsonl").open("a") if rank == 0 else None
+    log_path = out / "train_log.jsonl"
+    if rank == 0 and start_step and log_path.exists():  # forget what was logged after the checkpoint
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] < start_step]
+        log_path.write_text("".join(line + "\n" for line in kept))
+    log = log_path.open("a") if rank == 0 else None
     state = model.initial_state()
     progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=rank != 0,
                     desc=f"{cfg.stage} {cfg.model}", dynamic_ncols=True)
