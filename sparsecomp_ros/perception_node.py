@@ -145,8 +145,15 @@ class PerceptionNode(Node):
     # --- inputs ------------------------------------------------------------------------------
     def on_image(self, camera: str, msg: Image | CompressedImage) -> None:
         stamp_us = stamp_to_us(msg.header.stamp)
+        info = self.camera_infos.get(camera)
+        expected = (info.height, info.width) if info is not None and info.width else None
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            if isinstance(msg, CompressedImage):
+                rgb = compressed_to_rgb(msg)
+                if expected is not None and rgb.shape[:2] != expected:
+                    raise BadMessage(f"size {rgb.shape[0]}x{rgb.shape[1]}, CameraInfo says {expected[0]}x{expected[1]}")
+            else:
+                rgb = image_to_rgb(msg, expected)
         except BadMessage as exc:
             self.dropped[f"image from {camera}"] += 1
             self.health[camera].observe_bad(stamp_us / 1e6, str(exc))

@@ -82,6 +82,10 @@ def test_bad_messages_are_dropped_counted_and_do_not_stop_the_node(node):
     truncated = rgb_to_image(np.zeros((64, 128, 3), np.uint8), Header(stamp=us_to_stamp(t)))
     truncated.data = truncated.data[:100]
     node.on_image(node.cameras[1], truncated)
+    from sensor_msgs.msg import CameraInfo
+    node.camera_infos[node.cameras[2]] = CameraInfo(height=64, width=128)
+    wrong_size = rgb_to_image(np.zeros((32, 128, 3), np.uint8), Header(stamp=us_to_stamp(t)))
+    node.on_image(node.cameras[2], wrong_size)                        # not the size CameraInfo announced
     broken_cloud = PointCloud2(header=Header(stamp=us_to_stamp(t)), height=1, width=10, point_step=16, data=b"\x00" * 8)
     node.on_points(broken_cloud)                                      # dropped, frame still published
     feed_frame(node, t + 100_000, points=np.full((50, 4), np.nan, np.float32))   # all-NaN cloud
@@ -90,6 +94,7 @@ def test_bad_messages_are_dropped_counted_and_do_not_stop_the_node(node):
     assert len(node.published["objects"]) == 4
     reasons = dict(node.dropped)
     assert reasons[f"image from {node.cameras[0]}"] == 1 and reasons[f"image from {node.cameras[1]}"] == 1
+    assert reasons[f"image from {node.cameras[2]}"] == 1
     assert reasons["point cloud"] == 1 and reasons["time went backwards"] == 1
     assert any(k.startswith("tf odom<-base_link") for k in reasons)
     assert node.node_status().level == node.node_status().WARN
