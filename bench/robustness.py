@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=CONDITIONS)
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default="robustness", help="result file bench/results/<name>-<cpu|gpu>.json "
+                        "(to run parts in parallel processes)")
     args = parser.parse_args()
     model, cfg = load_model(args.checkpoint, args.device)
     dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig())
@@ -58,7 +60,7 @@ def main() -> None:
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print("\nmAP / NDS\n" + table)
-    path = write_result("robustness", {"checkpoint": args.checkpoint, "data": f"{args.data_root}/{args.version}",
+    path = write_result(args.name, {"checkpoint": args.checkpoint, "data": f"{args.data_root}/{args.version}",
                                        "frames": len(dataset), "rows": rows, "table_map_nds": table})
     print("wrote", path)
 
