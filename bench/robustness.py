@@ -10,10 +10,13 @@ no_lidar (the camera+LiDAR model with its LiDAR input removed).
         --version v1.0-synthetic-val [--conditions ...] [--variants ...]
 
 Writes bench/results/robustness-<cpu|gpu>.json and prints a Markdown table.
+Parts run in parallel processes (``--variants ... --name part1``) are joined
+with ``--merge bench/results/part1-cpu.json bench/results/part2-cpu.json``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,6 +33,19 @@ VARIANTS = ["none", "temporal", "vae", "planning", "full", "full_vae", "v1", "no
 KEYS = ("mAP", "NDS", "mATE", "mAVE", "occlusion_accuracy", "id_switches", "masked_camera_fraction")
 
 
+def markdown_table(rows: list[dict]) -> str:
+    conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    lines = ["| variant | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    for variant in variants:
+        cells = []
+        for condition in conditions:
+            row = next((r for r in rows if r["condition"] == condition and r["variant"] == variant), None)
+            cells.append("-" if row is None else f"{row['mAP']:.3f} / {row['NDS']:.3f}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default="models/tiny_default.pt")
@@ -40,7 +56,18 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default="robustness", help="result file bench/results/<name>-<cpu|gpu>.json "
                         "(to run parts in parallel processes)")
+    parser.add_argument("--merge", nargs="+", help="join result files of parts instead of evaluating")
     args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        rows = [row for part in parts for row in part["rows"]]
+        table = markdown_table(rows)
+        print("mAP / NDS\n" + table)
+        path = write_result(args.name, {"checkpoint": parts[0]["checkpoint"], "data": parts[0]["data"],
+                                        "frames": parts[0]["frames"], "parts": args.merge, "rows": rows,
+                                        "table_map_nds": table})
+        print("wrote", path)
+        return
     model, cfg = load_model(args.checkpoint, args.device)
     dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig())
     conditions = standard_conditions(dataset.rig.camera_names)
@@ -51,14 +78,7 @@ def main() -> None:
             rows.append({"condition": condition, "variant": variant, **{k: report[k] for k in KEYS},
                          "per_class_ap": {name: c["ap_mean"] for name, c in report["per_class"].items()}})
             print(f"{condition:10s} {variant:9s} mAP {report['mAP']:.3f} NDS {report['NDS']:.3f}", flush=True)
-    lines = ["| variant | " + " | ".join(args.conditions) + " |", "|---|" + "---|" * len(args.conditions)]
-    for variant in args.variants:
-        cells = []
-        for condition in args.conditions:
-            row = next(r for r in rows if r["condition"] == condition and r["variant"] == variant)
-            cells.append(f"{row['mAP']:.3f} / {row['NDS']:.3f}")
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = markdown_table(rows)
     print("\nmAP / NDS\n" + table)
     path = write_result(args.name, {"checkpoint": args.checkpoint, "data": f"{args.data_root}/{args.version}",
                                        "frames": len(dataset), "rows": rows, "table_map_nds": table})
