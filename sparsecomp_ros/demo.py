@@ -86,13 +86,13 @@ class Recorder(Node):
         self.clouds[stamp] = cloud_to_array(msg)
 
 
-def node_command(checkpoint: str, cameras: list[str]) -> list[str]:
+def node_command(checkpoint: str, cameras: list[str], score_threshold: float = 0.3) -> list[str]:
     remaps = [f"/{NODE}/input/points:=/sensing/lidar/points"]
     for camera in cameras:
         remaps += [f"/{NODE}/input/{camera.lower()}/image:={camera_topic(camera, 'image_raw')}",
                    f"/{NODE}/input/{camera.lower()}/camera_info:={camera_topic(camera, 'camera_info')}"]
     args = [sys.executable, "-m", "sparsecomp_ros.perception_node", "--ros-args", "-p", f"model.checkpoint:={checkpoint}",
-            "-p", "use_sim_time:=true", "-p", "output.score_threshold:=0.3"]
+            "-p", "use_sim_time:=true", "-p", f"output.score_threshold:={score_threshold}"]
     for remap in remaps:
         args += ["-r", remap]
     return args
@@ -128,7 +128,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--rate", type=float, default=0.25, help="replay speed (the tiny model on 2 CPU cores keeps up at 0.25)")
     parser.add_argument("--checkpoint", default=str(REPO / "models" / "tiny_default.pt"))
-    parser.add_argument("--seed", type=int, default=7, help="scene seed (training used seeds 1 and 2... never 7)")
+    parser.add_argument("--seed", type=int, default=7, help="scene seed (training and validation use 1 and 2)")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="the node's output.score_threshold")
     args = parser.parse_args()
     out = Path(args.out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,8 @@ def main() -> None:
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(recorder)
     node_log = open(out / "node.log", "w")
-    node = subprocess.Popen(node_command(args.checkpoint, cameras), env=env, stdout=node_log, stderr=subprocess.STDOUT)
+    node = subprocess.Popen(node_command(args.checkpoint, cameras, args.score_threshold), env=env, stdout=node_log,
+                            stderr=subprocess.STDOUT)
     replay = None
     try:
         print("[demo] waiting for the perception node ...", flush=True)
