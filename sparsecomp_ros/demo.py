@@ -86,6 +86,36 @@ class Recorder(Node):
         self.clouds[stamp] = cloud_to_array(msg)
 
 
+def wait_for_node(recorder: Recorder, executor, node: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Spin until the perception node's object publisher is discovered."""
+    deadline = time.monotonic() + timeout_s
+    while recorder.count_publishers(f"/{NODE}/output/objects") == 0:
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the perception node did not start")
+        executor.spin_once(timeout_sec=0.2)
+
+
+def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: float,
+                      faults: list[str] = ()) -> int:
+    """Play ``bag`` with the replayer process (``faults``: extra replay arguments,
+    e.g. --dead/--black), spinning the recorder until the node has answered; the
+    replayer's exit code."""
+    replay = subprocess.Popen([sys.executable, "-m", "sparsecomp_ros.replay", "--bag", str(bag), "--rate", str(rate),
+                               "--start-delay", "2.0", *faults], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        while replay.poll() is None:
+            executor.spin_once(timeout_sec=0.05)
+        settle = time.monotonic() + 5.0
+        while time.monotonic() < settle and len(recorder.objects) < len(recorder.clouds):
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        if replay.poll() is None:
+            replay.send_signal(signal.SIGINT)
+            replay.wait(timeout=10)
+    return replay.returncode
+
+
 def node_command(checkpoint: str, cameras: list[str], score_threshold: float = 0.3) -> list[str]:
     remaps = [f"/{NODE}/input/points:=/sensing/lidar/points"]
     for camera in cameras:
@@ -158,35 +188,25 @@ def main() -> None:
     node_log = open(out / "node.log", "w")
     node = subprocess.Popen(node_command(args.checkpoint, cameras, args.score_threshold), env=env, stdout=node_log,
                             stderr=subprocess.STDOUT)
-    replay = None
+    dead_at, black_at = duration / 3, 2 * duration / 3
     try:
         print("[demo] waiting for the perception node ...", flush=True)
-        deadline = time.monotonic() + 120
-        while recorder.count_publishers(f"/{NODE}/output/objects") == 0:
-            executor.spin_once(timeout_sec=0.2)
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the perception node did not start; see {out / 'node.log'}")
-        dead_at, black_at = duration / 3, 2 * duration / 3
+        try:
+            wait_for_node(recorder, executor, node)
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}; see {out / 'node.log'}") from exc
         print(f"[demo] replaying {args.frames} frames at {args.rate}x; {DEAD_CAMERA} dies at {dead_at:.1f} s, "
               f"{BLACK_CAMERA} goes black at {black_at:.1f} s", flush=True)
-        replay = subprocess.Popen([sys.executable, "-m", "sparsecomp_ros.replay", "--bag", str(bag), "--rate",
-                                   str(args.rate), "--start-delay", "2.0",
-                                   "--dead", f"{camera_topic(DEAD_CAMERA, 'image_raw')}@{dead_at}",
-                                   "--black", f"{camera_topic(BLACK_CAMERA, 'image_raw')}@{black_at}"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        while replay.poll() is None:
-            executor.spin_once(timeout_sec=0.05)
-        settle = time.monotonic() + 5.0
-        while time.monotonic() < settle and len(recorder.objects) < len(recorder.clouds):
-            executor.spin_once(timeout_sec=0.05)
+        replay_and_record(recorder, executor, bag, env, args.rate,
+                          ["--dead", f"{camera_topic(DEAD_CAMERA, 'image_raw')}@{dead_at}",
+                           "--black", f"{camera_topic(BLACK_CAMERA, 'image_raw')}@{black_at}"])
     finally:
-        for process in (replay, node):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        if node.poll() is None:
+            node.send_signal(signal.SIGINT)
+            try:
+                node.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.kill()
         node_log.close()
     from sparsecomp_core.data.nuscenes_layout import NuScenesLayout
     layout = NuScenesLayout(data, "v1.0-demo")

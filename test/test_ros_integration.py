@@ -115,7 +115,7 @@ def test_a_converted_bag_replays_and_yields_detections(tmp_path, ros_env, ros_do
     from sparsecomp_core.evaluation.metrics import frame_matches
     from sparsecomp_core.rig import load_rig
     from sparsecomp_ros.bag_convert import convert
-    from sparsecomp_ros.demo import Recorder, boxes_of, node_command
+    from sparsecomp_ros.demo import Recorder, boxes_of, node_command, replay_and_record, wait_for_node
 
     checkpoint = REPO_ROOT / "models" / "tiny_default.pt"
     assert checkpoint.exists(), "the shipped default model is missing (scripts/train_default.sh makes it)"
@@ -132,24 +132,14 @@ def test_a_converted_bag_replays_and_yields_detections(tmp_path, ros_env, ros_do
     spinner = rclpy.executors.SingleThreadedExecutor(context=context)
     spinner.add_node(recorder)
     try:
-        import time
-        deadline = time.monotonic() + 90
-        while recorder.count_publishers("/sparsecomp_perception/output/objects") == 0:
-            assert node.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()[-2000:]
-            spinner.spin_once(timeout_sec=0.2)
-        replay = subprocess.Popen([sys.executable, "-m", "sparsecomp_ros.replay", "--bag", str(bag), "--rate", "0.25",
-                                   "--start-delay", "2.0"], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        while replay.poll() is None:
-            spinner.spin_once(timeout_sec=0.05)
-        end = time.monotonic() + 5
-        while time.monotonic() < end and len(recorder.objects) < len(recorder.clouds):
-            spinner.spin_once(timeout_sec=0.05)
+        wait_for_node(recorder, spinner, node, timeout_s=90)
+        returncode = replay_and_record(recorder, spinner, bag, ros_env, rate=0.25)
     finally:
         recorder.destroy_node()
         rclpy.shutdown(context=context)
         node.terminate()
         node.wait(timeout=10)
-    assert replay.returncode == 0
+    assert returncode == 0, (tmp_path / "node.log").read_text()[-2000:]
     assert len(recorder.objects) >= 12, f"only {len(recorder.objects)} object arrays for 16 frames"
     matched = detections = 0
     for stamp, msg in recorder.objects.items():
