@@ -152,7 +152,3 @@ class Calibration:
 
     def to(self, device: torch.device | str) -> "Calibration":
         return Calibration(self.intrinsics.to(device), self.cam2ego.to(device), self.image_size)
-
-    def select(self, index: Tensor | slice) -> "Calibration":
-        """The calibration of a subset of the batch."""
-        return Calibration(self.intrinsics[index], self.cam2ego[index], self.image_size)

@@ -3,7 +3,6 @@ occlusion-state accuracy and id switches."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -80,14 +79,3 @@ def tracking_report(sequences: dict[str, list[tuple[list[Detection], list[Detect
         tracks += len(seen_tracks)
     return {"occlusion_accuracy": correct / total if total else 0.0, "matched_pairs": total,
             "id_switches": switches, "gt_tracks": tracks, "id_switches_per_track": switches / tracks if tracks else 0.0}
-
-
-def summarise_per_class_ap(report: dict) -> dict[str, float]:
-    return {name: values["ap_mean"] for name, values in report["per_class"].items()}
-
-
-def group_by_sample(detections: list[Detection]) -> dict[str, list[Detection]]:
-    grouped: dict[str, list[Detection]] = defaultdict(list)
-    for detection in detections:
-        grouped[detection.sample].append(detection)
-    return grouped

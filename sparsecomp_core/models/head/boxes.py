@@ -56,10 +56,3 @@ def refine_yaw(regressed_yaw: Tensor, bin_logits: Tensor) -> Tensor:
     refined = torch.where(inside(regressed_yaw), regressed_yaw,
                           torch.where(inside(regressed_yaw + math.pi), regressed_yaw + math.pi, centre))
     return wrap_angle(refined)
-
-
-def yaw_rotation(yaw: Tensor) -> Tensor:
-    """[..., 3, 3] rotation about z."""
-    cos, sin = torch.cos(yaw), torch.sin(yaw)
-    zeros, ones = torch.zeros_like(yaw), torch.ones_like(yaw)
-    return torch.stack([cos, -sin, zeros, sin, cos, zeros, zeros, zeros, ones], dim=-1).reshape(*yaw.shape, 3, 3)
