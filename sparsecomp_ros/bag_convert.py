@@ -30,13 +30,12 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from sparsecomp_core.data.nuscenes_layout import NuScenesLayout
+from sparsecomp_core.data.nuscenes_layout import LIDAR_CHANNEL, NuScenesLayout
 from sparsecomp_core.rig import load_rig
 
 from .conversions import array_to_cloud, detections_to_msg, rgb_to_image, us_to_stamp
 
 MSG_DIR = Path(__file__).resolve().parent.parent / "msg"
-LIDAR_CHANNEL = "LIDAR_TOP"
 EGO_FRAME, ODOM_FRAME, LIDAR_FRAME = "base_link", "odom", "lidar_top"
 
 

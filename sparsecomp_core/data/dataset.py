@@ -15,9 +15,7 @@ from ..camera_dropout import RandCamMask
 from ..geometry import Calibration
 from ..models.detector import FrameInputs
 from ..rig import RigConfig
-from .nuscenes_layout import NuScenesLayout
-
-LIDAR_CHANNEL = "LIDAR_TOP"
+from .nuscenes_layout import LIDAR_CHANNEL, NuScenesLayout
 
 
 @dataclass

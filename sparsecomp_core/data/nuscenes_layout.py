@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+LIDAR_CHANNEL = "LIDAR_TOP"          # the reference sensor of every sample
+
 # Our class -> the nuScenes category (and attribute) the generator writes.
 GENERATED_CATEGORIES = {0: ("vehicle.car", None), 1: ("vehicle.truck", None), 2: ("vehicle.bus.rigid", None),
                         3: ("human.pedestrian.adult", None), 4: ("vehicle.bicycle", "cycle.with_rider"),

@@ -19,12 +19,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ...rig import load_rig
-from ..nuscenes_layout import GENERATED_CATEGORIES, NuScenesWriter, quaternion_wxyz, visibility_token
+from ..nuscenes_layout import (GENERATED_CATEGORIES, LIDAR_CHANNEL, NuScenesWriter, quaternion_wxyz,
+                               visibility_token)
 from .sensors import GroundTexture, cast_lidar, render_camera
 from .world import World, WorldConfig
 
 FRAME_INTERVAL_US = 100_000
-LIDAR_CHANNEL = "LIDAR_TOP"
 LIDAR_POSITION = (0.95, 0.0, 1.85)
 ANNOTATION_RANGE_M = 60.0
 
