@@ -19,13 +19,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Transform, TransformStamped, Vector3
 from PIL import Image as PILImage
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
@@ -33,7 +30,7 @@ from tf2_msgs.msg import TFMessage
 from sparsecomp_core.data.nuscenes_layout import LIDAR_CHANNEL, NuScenesLayout
 from sparsecomp_core.rig import load_rig
 
-from .conversions import array_to_cloud, detections_to_msg, rgb_to_image, us_to_stamp
+from .conversions import array_to_cloud, detections_to_msg, rgb_to_image, to_transform, us_to_stamp
 
 MSG_DIR = Path(__file__).resolve().parent.parent / "msg"
 EGO_FRAME, ODOM_FRAME, LIDAR_FRAME = "base_link", "odom", "lidar_top"
@@ -55,15 +52,6 @@ def typestore_with_our_messages():
         types.update(get_types_from_msg(path.read_text(), f"sparsecomp/msg/{path.stem}"))
     store.register(types)
     return store
-
-
-def to_transform(parent: str, child: str, matrix: np.ndarray, stamp: Time) -> TransformStamped:
-    x, y, z, w = Rotation.from_matrix(matrix[:3, :3]).as_quat()
-    out = TransformStamped(header=Header(stamp=stamp, frame_id=parent), child_frame_id=child)
-    out.transform = Transform(translation=Vector3(x=float(matrix[0, 3]), y=float(matrix[1, 3]), z=float(matrix[2, 3])))
-    out.transform.rotation.x, out.transform.rotation.y, out.transform.rotation.z, out.transform.rotation.w = \
-        float(x), float(y), float(z), float(w)
-    return out
 
 
 def convert(data_root: str, version: str, scene_index: int, out: str | Path, rig_name: str = "default7") -> Path:

@@ -10,8 +10,9 @@ import math
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamped, Vector3
 from PIL import Image as PILImage
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from sparsecomp.msg import CameraHealth, CameraStatus, DynamicObject, DynamicObjectArray
 from std_msgs.msg import Header
@@ -115,6 +116,24 @@ def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
               for i, n in enumerate(("x", "y", "z", "intensity"))]
     return PointCloud2(header=header, height=1, width=len(points), fields=fields, is_bigendian=False, point_step=16,
                        row_step=16 * len(points), data=points.tobytes(), is_dense=bool(np.isfinite(points).all()))
+
+
+def to_transform(parent: str, child: str, matrix: np.ndarray, stamp: Time) -> TransformStamped:
+    """TransformStamped parent <- child from a 4x4 matrix."""
+    x, y, z, w = Rotation.from_matrix(matrix[:3, :3]).as_quat()
+    out = TransformStamped(header=Header(stamp=stamp, frame_id=parent), child_frame_id=child)
+    out.transform = Transform(translation=Vector3(x=float(matrix[0, 3]), y=float(matrix[1, 3]), z=float(matrix[2, 3])),
+                              rotation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))
+    return out
+
+
+def transform_to_matrix(transform: Transform) -> np.ndarray:
+    """4x4 matrix of a geometry_msgs/Transform."""
+    t, q = transform.translation, transform.rotation
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    matrix[:3, 3] = [t.x, t.y, t.z]
+    return matrix
 
 
 def yaw_quaternion(yaw: float) -> Quaternion:

@@ -32,7 +32,6 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time as RclpyTime
-from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from sparsecomp.msg import CameraHealth as CameraHealthMsg
 from sparsecomp.msg import DynamicObjectArray
@@ -44,10 +43,11 @@ from sparsecomp_core.models.detector import FrameInputs
 
 from .camera_health import CameraHealth, HealthThresholds
 from .conversions import (BadMessage, cloud_to_array, compressed_to_rgb, detections_to_msg, health_to_msgs,
-                          image_to_rgb, rgb_to_image, stamp_to_us, us_to_stamp)
+                          image_to_rgb, rgb_to_image, stamp_to_us, transform_to_matrix, us_to_stamp)
 from .frame_assembler import FrameAssembler
 from .tf_compat import Buffer, TransformListener
 from .visualization import Trails, bev_image, markers
+
 
 def default_checkpoint() -> str:
     """models/tiny_default.pt from the source tree, or from the installed package's share folder."""
@@ -59,14 +59,6 @@ def default_checkpoint() -> str:
         return str(Path(get_package_share_directory("sparsecomp")) / "models" / "tiny_default.pt")
     except Exception:  # no ament index: report the source-tree path in the error
         return str(source)
-
-
-def matrix_from_transform(msg) -> np.ndarray:
-    t, q = msg.transform.translation, msg.transform.rotation
-    out = np.eye(4)
-    out[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
-    out[:3, 3] = [t.x, t.y, t.z]
-    return out
 
 
 class PerceptionNode(Node):
@@ -183,7 +175,7 @@ class PerceptionNode(Node):
             return np.eye(4)
         time_arg = RclpyTime() if stamp_us is None else RclpyTime(nanoseconds=stamp_us * 1000)
         try:
-            return matrix_from_transform(self.tf_buffer.lookup_transform(target, source, time_arg))
+            return transform_to_matrix(self.tf_buffer.lookup_transform(target, source, time_arg).transform)
         except Exception as exc:  # tf2 lookup/extrapolation/connectivity errors
             self.dropped[f"tf {target}<-{source}"] += 1
             self.get_logger().warning(f"no transform {target} <- {source}: {exc}", throttle_duration_sec=5.0)

@@ -18,6 +18,8 @@ import numpy as np
 from geometry_msgs.msg import TransformStamped
 from scipy.spatial.transform import Rotation, Slerp
 
+from .conversions import transform_to_matrix
+
 try:  # pragma: no cover - depends on the installation
     from tf2_ros import (Buffer, ConnectivityException, ExtrapolationException, LookupException,  # noqa: F401
                          TransformListener)
@@ -39,13 +41,6 @@ except ImportError:
             return int(time.nanoseconds)
         return int(time.sec) * 1_000_000_000 + int(time.nanosec)
 
-    def _matrix(transform) -> np.ndarray:
-        t, q = transform.translation, transform.rotation
-        matrix = np.eye(4)
-        matrix[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
-        matrix[:3, 3] = [t.x, t.y, t.z]
-        return matrix
-
     class Buffer:
         """Transforms between frames over time (parent <- child edges)."""
 
@@ -64,10 +59,10 @@ except ImportError:
                 return False
             index = bisect.bisect_left(times, stamp)
             if index < len(times) and times[index] == stamp:
-                values[index] = _matrix(transform.transform)
+                values[index] = transform_to_matrix(transform.transform)
             else:
                 times.insert(index, stamp)
-                values.insert(index, _matrix(transform.transform))
+                values.insert(index, transform_to_matrix(transform.transform))
             while times and times[0] < times[-1] - self.cache_ns:
                 times.pop(0)
                 values.pop(0)
@@ -75,7 +70,7 @@ except ImportError:
 
         def set_transform_static(self, transform: TransformStamped, authority: str) -> bool:
             self._parent[transform.child_frame_id] = transform.header.frame_id
-            self._static[transform.child_frame_id] = _matrix(transform.transform)
+            self._static[transform.child_frame_id] = transform_to_matrix(transform.transform)
             return True
 
         def clear(self) -> None:

@@ -15,8 +15,7 @@ from std_msgs.msg import Header
 
 from sparsecomp_core.config import to_dict
 from sparsecomp_core.models.detector import build_detector
-from sparsecomp_ros.bag_convert import to_transform
-from sparsecomp_ros.conversions import array_to_cloud, rgb_to_image, us_to_stamp
+from sparsecomp_ros.conversions import array_to_cloud, rgb_to_image, to_transform, us_to_stamp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_detector import micro_config  # noqa: E402

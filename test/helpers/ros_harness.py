@@ -16,8 +16,7 @@ from sparsecomp.msg import CameraHealth, DynamicObjectArray
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from sparsecomp_ros.bag_convert import to_transform
-from sparsecomp_ros.conversions import array_to_cloud, rgb_to_image, stamp_to_us, us_to_stamp
+from sparsecomp_ros.conversions import array_to_cloud, rgb_to_image, stamp_to_us, to_transform, us_to_stamp
 
 NODE = "sparsecomp_perception"
 
