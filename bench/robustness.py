@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
-from sparsecomp_core.evaluation.evaluate import evaluate, load_model, standard_conditions  # noqa: E402
+from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions  # noqa: E402
+from sparsecomp_core.models.detector import load_detector  # noqa: E402
 
 CONDITIONS = ["clean", "crash1", "crash2", "frame_lost", "dead"]
 VARIANTS = ["none", "temporal", "vae", "planning", "full", "full_vae", "v1", "no_lidar"]
@@ -68,7 +69,7 @@ def main() -> None:
                                         "table_map_nds": table})
         print("wrote", path)
         return
-    model, cfg = load_model(args.checkpoint, args.device)
+    model, cfg = load_detector(args.checkpoint, args.device)
     dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig())
     conditions = standard_conditions(dataset.rig.camera_names)
     rows = []

@@ -39,7 +39,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from sparsecomp_core.geometry import Calibration
-from sparsecomp_core.models.detector import FrameInputs
+from sparsecomp_core.models.detector import FrameInputs, load_detector
 
 from .camera_health import CameraHealth, HealthThresholds
 from .conversions import (BadMessage, cloud_to_array, compressed_to_rgb, detections_to_msg, health_to_msgs,
@@ -92,8 +92,7 @@ class PerceptionNode(Node):
             if device == "cpu":
                 self.get_logger().warning("no CUDA device: running the model on the CPU (slow)")
         self.device = torch.device(device)
-        from sparsecomp_core.evaluation.evaluate import load_model
-        self.model, self.model_config = load_model(checkpoint, self.device)
+        self.model, self.model_config = load_detector(checkpoint, self.device)
         self.model.postprocess_cfg.score_threshold = self.score_threshold
         self.model.postprocess_cfg.max_objects = self.max_objects
         self.rig = self.model_config.load_rig()

@@ -25,10 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import from_dict
 from ..data.dataset import Frame, SequenceDataset, collate
-from ..model_config import ModelConfig
-from ..models.detector import SparseCompDetector, build_detector
+from ..models.detector import SparseCompDetector, load_detector
 from .detection_metrics import Detection
 from .metrics import detection_report, tracking_report
 
@@ -101,15 +99,6 @@ def cascade_variant(model: SparseCompDetector, variant: str):
         cascade.temporal, cascade.vae, cascade.planning_guided, cascade.vae_use_at_inference, mode = saved
         if cascade.temporal is not None:
             cascade.temporal.mode = mode
-
-
-def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[SparseCompDetector, ModelConfig]:
-    """A model and its config from a checkpoint written by training ({"model", "model_config"})."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    cfg = from_dict(ModelConfig, state["model_config"])
-    model = build_detector(cfg)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
 
 
 EVAL_SCORE_THRESHOLD = 0.01      # AP ranks all boxes (as nuScenes does); the node's threshold is an operating point
@@ -189,7 +178,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out")
     args = parser.parse_args()
-    model, model_cfg = load_model(args.checkpoint, args.device)
+    model, model_cfg = load_detector(args.checkpoint, args.device)
     dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig())
     condition = standard_conditions(dataset.rig.camera_names)[args.condition]
     report = evaluate(model, dataset, condition, args.variant)

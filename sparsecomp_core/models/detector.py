@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..config import from_dict
 from ..geometry import Calibration
 from ..model_config import ModelConfig
 from .bev.grid import BEVGrid
@@ -146,3 +148,12 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
                               DynamicLoss(cfg.loss), cfg.postprocess, level)
+
+
+def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[SparseCompDetector, ModelConfig]:
+    """A detector in eval mode and its config from a file written by training ({"model", "model_config"})."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = from_dict(ModelConfig, state["model_config"])
+    model = build_detector(cfg)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
