@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,15 +109,7 @@ def evaluate(model: SparseCompDetector, dataset: SequenceDataset, condition: Con
              score_threshold: float = EVAL_SCORE_THRESHOLD) -> dict:
     """Stream every scene through the model; return the metric report."""
     device = next(model.parameters()).device
-    deployed_threshold = model.postprocess_cfg.score_threshold
-    model.postprocess_cfg.score_threshold = score_threshold
-    try:
-        return _evaluate(model, dataset, condition, variant, seed, progress, max_frames, device)
-    finally:
-        model.postprocess_cfg.score_threshold = deployed_threshold
-
-
-def _evaluate(model, dataset, condition, variant, seed, progress, max_frames, device) -> dict:
+    ranking = replace(model.postprocess_cfg, score_threshold=score_threshold)
     rng = np.random.default_rng(seed)
     names = dataset.rig.camera_names
     gts: dict[str, list[Detection]] = {}
@@ -146,7 +138,7 @@ def _evaluate(model, dataset, condition, variant, seed, progress, max_frames, de
                     inputs.lidar_points = [torch.zeros(0, 4)]
                 masked += int(inputs.cam_mask.sum())
                 total_cameras += inputs.cam_mask.numel()
-                detections, state = model.infer(inputs.to(device), state)
+                detections, state = model.infer(inputs.to(device), state, ranking)
                 sample = f"{frame.sequence_id}/{index}"
                 tokens = {t: i for i, t in enumerate(dict.fromkeys(target["instance_tokens"]))}
                 gts[sample] = [Detection(sample, b.numpy().astype(np.float64), int(l), 1.0, int(o), tokens[t])

@@ -125,10 +125,12 @@ class SparseCompDetector(nn.Module):
         return outputs["losses"], outputs["state"]
 
     @torch.no_grad()
-    def infer(self, inputs: FrameInputs, state: ModelState | None = None) -> tuple[list[dict], ModelState]:
-        """Detections per sample (see head.postprocess) and the new state."""
+    def infer(self, inputs: FrameInputs, state: ModelState | None = None,
+              postprocess_cfg: PostProcessConfig | None = None) -> tuple[list[dict], ModelState]:
+        """Detections per sample (see head.postprocess; the model's own settings
+        unless ``postprocess_cfg`` is given) and the new state."""
         outputs = self(inputs, state)
-        return postprocess(outputs, self.postprocess_cfg), outputs["state"]
+        return postprocess(outputs, postprocess_cfg or self.postprocess_cfg), outputs["state"]
 
 
 def build_detector(cfg: ModelConfig) -> SparseCompDetector:
