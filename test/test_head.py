@@ -10,6 +10,7 @@ import torch
 from sparsecomp_core.models.bev.grid import BEVGrid, BEVGridConfig
 from sparsecomp_core.models.head.boxes import angle_bin_targets, refine_yaw
 from sparsecomp_core.models.head.dynamic_head import DynamicHead
+from sparsecomp_core.models.head.heatmap import gaussian_focal_loss, heatmap_peaks, heatmap_targets
 from sparsecomp_core.models.head.losses import (DynamicLoss, DynamicLossConfig, HungarianMatcher, distance_weights,
                                                  encode_boxes)
 from sparsecomp_core.models.head.postprocess import PostProcessConfig, postprocess
@@ -195,3 +196,57 @@ def test_ids_follow_the_compensated_kept_queries():
     assert ids[3] >= 1000                            # too unconfident to continue a track
     assert ids[4] == 55                              # found in an older frame (missed in the newest)
     assert len(set(ids)) == 5 and next_id == 1005
+
+
+def test_heatmap_targets_peak_at_each_centre_in_its_class_only():
+    grid = BEVGrid(BEVGridConfig(cell_size=1.6))
+    boxes = torch.tensor([[10.3, 4.1, 0.8, 4.5, 1.9, 1.6, 0, 0, 0, 0],      # car
+                          [-5.0, -8.0, 0.9, 0.6, 0.6, 1.8, 0, 0, 0, 0],     # person
+                          [-90.0, 0.0, 0.8, 4.5, 1.9, 1.6, 0, 0, 0, 0]])    # car outside the grid
+    heat = heatmap_targets(grid, [{"boxes": boxes, "labels": torch.tensor([0, 3, 0])}])[0]   # [8, H, W]
+    car_cell, _ = grid.cell_index(boxes[:1])
+    person_cell, _ = grid.cell_index(boxes[1:2])
+    assert heat[0].flatten()[car_cell] == 1 and heat[3].flatten()[person_cell] == 1
+    assert (heat == 1).sum() == 2                                       # the outside car adds nothing
+    assert heat[[1, 2, 4, 5, 6, 7]].abs().sum() == 0
+    row, col = divmod(int(car_cell), grid.width)
+    along_x = heat[0, row, col:col + 4]
+    assert (along_x[1:] < along_x[:-1]).all() or (along_x[1:] == 0).any()   # falls off away from the centre
+    assert 0 < heat[0, row, col + 1] < 1
+
+
+def test_heatmap_peaks_are_local_maxima_of_their_class():
+    logits = torch.full((1, 8, 10, 12), -8.0)
+    logits[0, 2, 4, 5] = 3.0            # a bus peak
+    logits[0, 2, 4, 6] = 2.0            # its neighbour: suppressed
+    logits[0, 6, 8, 1] = 1.0            # a barrier elsewhere
+    cells, labels, scores = heatmap_peaks(logits, 2)
+    assert cells.tolist() == [[4 * 12 + 5, 8 * 12 + 1]] and labels.tolist() == [[2, 6]]
+    assert torch.allclose(scores, torch.sigmoid(torch.tensor([[3.0, 1.0]])))
+
+
+def test_gaussian_focal_loss_is_low_for_the_target_and_high_for_its_opposite():
+    grid = BEVGrid(BEVGridConfig(cell_size=3.2))
+    heat = heatmap_targets(grid, [{"boxes": torch.tensor([[10.0, 4.0, 0.8, 4.5, 1.9, 1.6, 0, 0, 0, 0]]),
+                                   "labels": torch.tensor([0])}])
+    good = torch.where(heat == 1, torch.tensor(6.0), torch.tensor(-6.0))
+    assert gaussian_focal_loss(good, heat) < 0.05 < 1.0 < gaussian_focal_loss(-good, heat)
+
+
+def test_heatmap_queries_start_at_the_peaks_with_their_features():
+    grid = BEVGrid(BEVGridConfig(cell_size=3.2))
+    torch.manual_seed(0)
+    head = DynamicHead(grid, num_queries=24, topk_query=8, embed_dims=32, num_heads=4, ffn_channels=64,
+                       neck_channels=16, heatmap_queries=4)
+    logits = torch.full((1, 8, grid.height, grid.width), -8.0)
+    peaks = [(3, 5, 7), (0, 20, 30)]                                     # (class, row, column), strongest first
+    for (label, row, col), value in zip(peaks, (4.0, 3.0)):
+        logits[0, label, row, col] = value
+    bev = torch.randn(1, grid.height * grid.width, 32)
+    content, reference = head.peak_queries(logits, bev)
+    for n, (label, row, col) in enumerate(peaks):
+        cell = row * grid.width + col
+        xy = grid.denormalise(reference[0, n])[:2]
+        torch.testing.assert_close(xy, grid.cell_centres()[cell])
+        expected = bev[0, cell] + head.class_embedding(torch.nn.functional.one_hot(torch.tensor(label), 8).float())
+        torch.testing.assert_close(content[0, n], expected)

@@ -149,7 +149,7 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     fuser = ConvFuser([cfg.bev_channels] * (2 if lidar is not None else 1), cfg.bev_channels)
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
-                              DynamicLoss(cfg.loss), cfg.postprocess, level)
+                              DynamicLoss(cfg.loss, grid), cfg.postprocess, level)
 
 
 def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[SparseCompDetector, ModelConfig]:

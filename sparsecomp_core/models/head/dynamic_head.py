@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..bev.grid import BEVGrid
 from ..completion.attention import KeyMaskedAttention
 from .boxes import NUM_ANGLE_BINS, NUM_CLASSES, NUM_OCCLUSION_STATES, refine_yaw
+from .heatmap import BEVHeatmapHead, heatmap_peaks
 from .query_queue import KeptQueries, QueryQueue, compensated_history, select_queries, zero_static_velocities
 from .track_ids import associate_ids
 
@@ -33,10 +34,16 @@ class DynamicHeadConfig:
     max_time_gap_s: float = 2.0
     id_gate_m: float = 2.0                  # an output continues a past object's id within this distance
     id_min_score: float = 0.1               # outputs below this score get no inherited id
+    # Current queries initialised from BEV heatmap peaks (0: all learnable, as the
+    # spec); they take the last slots, so the propagated ones never replace them.
+    heatmap_queries: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.topk_query <= self.num_queries:
             raise ValueError("need 0 < topk_query <= num_queries")
+        if not 0 <= self.heatmap_queries <= self.num_queries - self.topk_query:
+            raise ValueError("need 0 <= heatmap_queries <= num_queries - topk_query "
+                             "(the first topk_query slots continue propagated queries)")
         if self.queue_length < 1:
             raise ValueError("queue_length must be >= 1")
         if not 0 <= self.num_top_when_random <= self.topk_query:
@@ -110,8 +117,8 @@ class DynamicHead(nn.Module):
     queue: QueryQueue, sequence_ids) -> dict with, per decoder layer (leading
     dim L): cls_logits [L, B, Q, 8], regression [L, B, Q, 11] (centre in metres,
     log size, sin/cos yaw, velocity), angle_logits [L, B, Q, 8],
-    occlusion_logits [L, B, Q, 4], boxes [L, B, Q, 10] decoded; and
-    embeddings [B, Q, C], ids [B, Q] (see track_ids), propagated [B, Q] bool
+    occlusion_logits [L, B, Q, 4], boxes [L, B, Q, 10] decoded; with
+    heatmap_queries > 0 also heatmap_logits [B, 8, H, W]; and embeddings [B, Q, C], ids [B, Q] (see track_ids), propagated [B, Q] bool
     (slot continues a kept query), queue (checked for scene changes;
     ``update_queue`` pushes this frame).
     """
@@ -119,15 +126,20 @@ class DynamicHead(nn.Module):
     def __init__(self, grid: BEVGrid, num_queries: int = 384, topk_query: int = 128, queue_length: int = 4,
                  embed_dims: int = 256, num_layers: int = 3, num_heads: int = 8, ffn_channels: int = 1024,
                  neck_channels: int = 512, random_sampling_probability: float = 0.5, num_top_when_random: int = 20,
-                 max_time_gap_s: float = 2.0, id_gate_m: float = 2.0, id_min_score: float = 0.1):
+                 max_time_gap_s: float = 2.0, id_gate_m: float = 2.0, id_min_score: float = 0.1,
+                 heatmap_queries: int = 0):
         super().__init__()
         self.grid = grid
         self.id_gate_m, self.id_min_score = id_gate_m, id_min_score
         self.num_queries, self.topk, self.history_frames = num_queries, topk_query, queue_length - 1
         self.random_sampling_probability, self.num_top_when_random = random_sampling_probability, num_top_when_random
         self.max_time_gap_s = max_time_gap_s
-        self.query_embedding = nn.Embedding(num_queries, embed_dims)
-        self.reference_logits = nn.Embedding(num_queries, 3)
+        self.heatmap_queries = heatmap_queries
+        self.query_embedding = nn.Embedding(num_queries - heatmap_queries, embed_dims)
+        self.reference_logits = nn.Embedding(num_queries - heatmap_queries, 3)
+        if heatmap_queries > 0:
+            self.heatmap = BEVHeatmapHead(neck_channels, embed_dims)
+            self.class_embedding = nn.Linear(NUM_CLASSES, embed_dims)
         nn.init.uniform_(self.reference_logits.weight, -2.0, 2.0)
         self.memory_projection = nn.Linear(neck_channels, embed_dims)
         self.position_encoder = PositionEncoder3D(embed_dims)
@@ -148,6 +160,12 @@ class DynamicHead(nn.Module):
         bev_pos = self.position_encoder(self.bev_cells)[None]
         queries = self.query_embedding.weight[None].expand(batch, -1, -1)
         reference = torch.sigmoid(self.reference_logits.weight)[None].expand(batch, -1, -1)
+        heatmap_logits = None
+        if self.heatmap_queries > 0:
+            heatmap_logits = self.heatmap(tokens.transpose(1, 2).reshape(batch, -1, self.grid.height, self.grid.width))
+            peak_queries, peak_reference = self.peak_queries(heatmap_logits, bev)
+            queries = torch.cat([queries, peak_queries], dim=1)
+            reference = torch.cat([reference, peak_reference], dim=1)
         propagated = torch.zeros(batch, self.num_queries, dtype=torch.bool, device=tokens.device)
 
         history = compensated_history(queue, ego2global, timestamp_us)
@@ -180,7 +198,18 @@ class DynamicHead(nn.Module):
         ids, next_id = associate_ids(result["boxes"][-1][..., :3], labels, scores, past, queue.next_id,
                                      self.id_gate_m, self.id_min_score)
         result.update(embeddings=queries, ids=ids, propagated=propagated, queue=queue, next_id=next_id)
+        if heatmap_logits is not None:
+            result["heatmap_logits"] = heatmap_logits
         return result
+
+    def peak_queries(self, heatmap_logits: Tensor, bev: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries at the heatmap's strongest peaks: (content [B, N, C] = the
+        projected BEV feature there + an embedding of the peak's class,
+        reference points [B, N, 3] normalised, at the cell centre)."""
+        cell, label, _ = heatmap_peaks(heatmap_logits, self.heatmap_queries)
+        content = bev.gather(1, cell[..., None].expand(-1, -1, bev.shape[-1]))
+        content = content + self.class_embedding(nn.functional.one_hot(label, NUM_CLASSES).to(bev.dtype))
+        return content, self.bev_cells[cell]
 
     def update_queue(self, outputs: dict, ego2global: Tensor, timestamp_us: Tensor,
                      sequence_ids: Sequence | None = None) -> QueryQueue:
@@ -215,4 +244,5 @@ def decode_boxes(regression: Tensor, angle_logits: Tensor) -> Tensor:
 def build_dynamic_head(cfg: DynamicHeadConfig, grid: BEVGrid) -> DynamicHead:
     return DynamicHead(grid, cfg.num_queries, cfg.topk_query, cfg.queue_length, cfg.embed_dims, cfg.num_layers,
                        cfg.num_heads, cfg.ffn_channels, cfg.neck_channels, cfg.random_sampling_probability,
-                       cfg.num_top_when_random, cfg.max_time_gap_s, cfg.id_gate_m, cfg.id_min_score)
+                       cfg.num_top_when_random, cfg.max_time_gap_s, cfg.id_gate_m, cfg.id_min_score,
+                       cfg.heatmap_queries)

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ..bev.grid import BEVGrid
 from .boxes import MOVING_CLASSES, STATIC_CLASSES, VULNERABLE_CLASSES, angle_bin_targets
+from .heatmap import gaussian_focal_loss, heatmap_targets
 
 
 @dataclass
@@ -20,6 +22,7 @@ class DynamicLossConfig:
     box_weight: float = 0.25
     angle_weight: float = 0.2
     occlusion_weight: float = 0.5
+    heatmap_weight: float = 1.0                  # only with heatmap-initialised queries
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     match_cls_weight: float = 2.0
@@ -102,11 +105,12 @@ class DynamicLoss(nn.Module):
     """forward(outputs of DynamicHead, targets: B dicts of boxes [M, 10],
     labels [M], occlusion [M]) -> dict(loss_cls, loss_box, loss_angle,
     loss_occlusion): each averaged over decoder layers and multiplied by its
-    weight and the task weight."""
+    weight and the task weight; plus loss_heatmap (Gaussian focal loss) when
+    the outputs have heatmap_logits, which needs the BEV ``grid``."""
 
-    def __init__(self, cfg: DynamicLossConfig):
+    def __init__(self, cfg: DynamicLossConfig, grid: BEVGrid | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.grid = cfg, grid
         self.matcher = HungarianMatcher(cfg)
         self.register_buffer("code_weights", torch.tensor(cfg.code_weights), persistent=False)
         self.register_buffer("velocity_occlusion_weights", torch.tensor(cfg.velocity_occlusion_weights), persistent=False)
@@ -121,7 +125,15 @@ class DynamicLoss(nn.Module):
                 totals[key] = totals[key] + value
         weights = {"loss_cls": self.cfg.cls_weight, "loss_box": self.cfg.box_weight,
                    "loss_angle": self.cfg.angle_weight, "loss_occlusion": self.cfg.occlusion_weight}
-        return {k: v * weights[k] * self.cfg.task_weight / num_layers for k, v in totals.items()}
+        losses = {k: v * weights[k] * self.cfg.task_weight / num_layers for k, v in totals.items()}
+        if "heatmap_logits" in outputs:
+            if self.grid is None:
+                raise ValueError("heatmap_logits in the outputs but DynamicLoss was built without a grid")
+            logits = outputs["heatmap_logits"]
+            heat = heatmap_targets(self.grid, [{k: v.to(logits.device) for k, v in t.items() if k in ("boxes", "labels")}
+                                               for t in targets])
+            losses["loss_heatmap"] = gaussian_focal_loss(logits, heat) * self.cfg.heatmap_weight * self.cfg.task_weight
+        return losses
 
     def layer_losses(self, out: dict, targets: list[dict]) -> dict[str, Tensor]:
         cfg = self.cfg
