@@ -16,6 +16,7 @@ import argparse
 import importlib
 import time
 from pathlib import Path
+from typing import Callable
 
 import rclpy
 from rclpy.node import Node
@@ -44,8 +45,11 @@ def qos_for(topic: str) -> QoSProfile:
 
 class BagReplayer(Node):
     def __init__(self, bag: str | Path, rate: float = 1.0, dead: dict[str, float] | None = None,
-                 black: dict[str, float] | None = None, **kwargs):
+                 black: dict[str, float] | None = None,
+                 on_published: Callable[[str, int, float], None] | None = None, **kwargs):
+        """on_published(topic, bag timestamp ns, time.monotonic() after publishing), if given, sees every message sent."""
         super().__init__("sparsecomp_replay", **kwargs)
+        self.on_published = on_published
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.bag, self.rate = Path(bag), rate
@@ -82,6 +86,8 @@ class BagReplayer(Node):
                         data = serialize_message(image)
                     self.publishers_by_topic[topic].publish(data)
                     self.published += 1
+                    if self.on_published is not None:
+                        self.on_published(topic, timestamp, time.monotonic())
                     if not rclpy.ok():
                         return self.published
         return self.published
