@@ -28,6 +28,10 @@ def machine() -> dict:
 
 
 def commit() -> str:
+    """git describe of the tree; SPARSECOMP_COMMIT names it where the tree is a
+    copy without .git (e.g. a GPU machine that got only the files)."""
+    if os.environ.get("SPARSECOMP_COMMIT"):
+        return os.environ["SPARSECOMP_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True)
     return done.stdout.strip() or "unknown"

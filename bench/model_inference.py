@@ -3,7 +3,10 @@
 Full config (batch 1, 7 x 512 x 960 images, 120k LiDAR points), streaming
 (history queues full), with 0, 1 and 2 failed cameras, in fp32 and in
 bf16/fp16 autocast. Each (precision, failed) setting runs in a fresh process.
-Stage times come from forward hooks (with CUDA synchronisation on GPU).
+Latency (p50/p99) is timed without hooks; stage times come from a second
+pass with forward hooks (with CUDA synchronisation on GPU). GPU memory:
+peak allocated during the timed frames (weights, history and activations)
+and peak reserved by the caching allocator.
 
     python bench/model_inference.py [--config full] [--repeats N] [--device cpu|cuda]
         [--precisions fp32 bf16] [--failed 0 1 2]
@@ -51,35 +54,20 @@ def synthetic_frame(rig, step: int, failed: int, device: str, points: int = 120_
 
 
 def measure(config: str, precision: str, failed: int, repeats: int, device: str) -> dict:
+    """Latency from a pass without hooks (stage hooks synchronise the GPU and
+    would stall its pipelining), then the stage breakdown from a second pass."""
     torch.manual_seed(0)
     cfg = load_model_config(config)
     rig = cfg.load_rig()
     model = build_detector(cfg).to(device).eval()
-    stage_times: dict[str, list[float]] = defaultdict(list)
-    starts: dict[str, float] = {}
+    dtype = DTYPES[precision]
+    state = model.initial_state()
 
     def sync() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for stage, name in STAGES.items():
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            continue
-        def before(*_, stage=stage) -> None:      # hooks must return None (else they replace args/outputs)
-            sync()
-            starts[stage] = time.perf_counter()
-
-        def after(*_, stage=stage) -> None:
-            sync()
-            stage_times[stage].append((time.perf_counter() - starts[stage]) * 1e3)
-        module.register_forward_pre_hook(before)
-        module.register_forward_hook(after)
-    dtype = DTYPES[precision]
-    state = model.initial_state()
-
-    def run(step: int):
+    def run(step: int) -> float:
         nonlocal state
         inputs = synthetic_frame(rig, step, failed, device)
         sync()
@@ -91,7 +79,6 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str)
 
     for step in range(3):                           # warm-up, fills the history queues
         run(step)
-    stage_times.clear()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -101,14 +88,35 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str)
     if device == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
         total = torch.cuda.max_memory_allocated() / 2 ** 20
+        reserved = torch.cuda.max_memory_reserved() / 2 ** 20
     else:
         peak = max(peak_rss_bytes() - max(base, peak_before), 0) / 2 ** 20
-        total = peak_rss_bytes() / 2 ** 20
+        total = reserved = peak_rss_bytes() / 2 ** 20
+
+    stage_times: dict[str, list[float]] = defaultdict(list)
+    starts: dict[str, float] = {}
+    for stage, name in STAGES.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+
+        def before(*_, stage=stage) -> None:      # hooks must return None (else they replace args/outputs)
+            sync()
+            starts[stage] = time.perf_counter()
+
+        def after(*_, stage=stage) -> None:
+            sync()
+            stage_times[stage].append((time.perf_counter() - starts[stage]) * 1e3)
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
+    for i in range(min(repeats, 10)):
+        run(3 + repeats + i)
     ordered = sorted(latencies)
     return {"precision": precision, "failed_cameras": failed, "repeats": repeats,
             "p50_ms": statistics.median(latencies), "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
             "stage_median_ms": {s: statistics.median(v) for s, v in stage_times.items()},
-            "peak_memory_growth_mib": peak, "peak_memory_total_mib": total}
+            "peak_memory_growth_mib": peak, "peak_memory_total_mib": total, "peak_memory_reserved_mib": reserved}
 
 
 def main() -> None:
