@@ -11,6 +11,7 @@ from sparsecomp_core.config import from_dict, to_dict
 from sparsecomp_core.model_config import ModelConfig, load_model_config
 from sparsecomp_core.models.detector import build_detector
 from sparsecomp_core.training.freeze import apply_freeze_schedule, parameter_groups
+from sparsecomp_core.training.train import TrainConfig, cosine_lr
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 import toy_scene  # noqa: E402
@@ -109,27 +110,35 @@ def test_parameter_groups_scale_learning_rates_by_module():
         parameter_groups(model, 1e-3, {"backbone": 0.1})
 
 
-@pytest.mark.parametrize("heatmap_queries, steps", [(0, 240), (32, 400)])
-def test_overfitting_a_tiny_scene_finds_its_boxes_with_class_and_velocity_sign(heatmap_queries, steps):
+@pytest.mark.parametrize("heatmap_queries", [0, 32])
+def test_overfitting_a_tiny_scene_finds_its_boxes_with_class_and_velocity_sign(heatmap_queries):
     """Both query set-ups: all learnable (the spec) and 32 of 48 from heatmap
-    peaks (the tiny default; its queries can swap objects between decoder
-    layers early on, so it gets more steps here)."""
+    peaks (the tiny default). Trained on the same three-frame stream it is
+    checked on, with the training CLI's schedule (warm-up, cosine decay) and
+    gradient clipping: at a constant learning rate, or checked on a frame it
+    never trained on, whether it passed depended on the seed and the CPU
+    (docs/model.md has the seed study)."""
+    steps, stream = 240, (0.0, 0.1, 0.2)
     model, rig = micro_model(seed=0, heatmap_queries=heatmap_queries)
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(1, rig.num_cameras, 3, 64, 128, generator=gen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    schedule = TrainConfig(steps=steps * len(stream), warmup_steps=20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr(step, schedule))
     for step in range(steps):
         model.train()
         state = model.initial_state()
-        for t in (0.0, 0.1):                              # a two-frame stream: history queries are used
+        for t in stream:                                  # a streamed sequence: history queries are used
             losses, state = model.forward_train(toy_scene.frame(rig, t, gen, images), [toy_scene.targets_at(t)], state)
             optimizer.zero_grad()
             sum(losses.values()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optimizer.step()
+            scheduler.step()
     model.eval()
     state = model.initial_state()
     found_ids = []
-    for t in (0.0, 0.1, 0.2):
+    for t in stream:
         detections, state = model.infer(toy_scene.frame(rig, t, gen, images), state)
         det, target = detections[0], toy_scene.targets_at(t)
         matched_ids, hits = [], 0
@@ -139,7 +148,7 @@ def test_overfitting_a_tiny_scene_finds_its_boxes_with_class_and_velocity_sign(h
             if not candidates.any():
                 matched_ids.append(None)
                 continue
-            best = distance.masked_fill(~candidates, float("inf")).argmin()
+            best = det["scores"].masked_fill(~candidates, -1.0).argmax()     # what a user would take
             velocity_ok = all(torch.sign(det["boxes"][best, 7 + a]) == torch.sign(box[7 + a])
                               for a in range(2) if abs(box[7 + a]) > 1.0)
             hits += int(velocity_ok)
@@ -169,3 +178,23 @@ def test_boxes_outside_the_bev_grid_do_not_enter_the_loss():
     for key in plain:
         torch.testing.assert_close(with_far[key], plain[key])
     assert model.targets_in_range([far])[0]["boxes"].shape[0] == len(target["labels"])
+
+
+@pytest.mark.parametrize("use_completed", [False, True])
+def test_completed_cameras_reach_the_camera_bev_only_when_configured(use_completed):
+    model, rig = micro_model(lidar=False)
+    model.use_completed_cameras = use_completed
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (1, rig.num_cameras, 3, 64, 128), dtype=torch.uint8, generator=gen)
+    bev_maps = []
+    model.view_transform.register_forward_hook(lambda module, args, out: bev_maps.append(out))
+    failed = torch.zeros(1, rig.num_cameras, dtype=torch.bool)
+    failed[0, 2] = True
+    with torch.no_grad():
+        state = model(toy_scene.frame(rig, 0.0, gen, images, lidar=False), None)["state"]
+        completed = model(toy_scene.frame(rig, 0.1, gen, images, failed, lidar=False), state)
+        left_out = model.view_transform(completed["completion"]["features"][model.view_level], failed,
+                                        rig.calibration(1))
+    assert completed["completion"]["completed_cameras"][0, 2]
+    assert torch.equal(bev_maps[1], left_out) != use_completed
