@@ -7,7 +7,7 @@ frame_lost, dead. Variants: none (no completion), temporal / vae / planning
 no_lidar (the camera+LiDAR model with its LiDAR input removed).
 
     python bench/robustness.py --checkpoint models/tiny_default.pt --data-root data/synthetic \
-        --version v1.0-synthetic-val [--conditions ...] [--variants ...]
+        --version v1.0-synthetic-val [--conditions ...] [--variants ...] [--use-completed-cameras true|false]
 
 Writes bench/results/robustness-<cpu|gpu>.json and prints a Markdown table.
 Parts run in parallel processes (``--variants ... --name part1``) are joined
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--name", default="robustness", help="result file bench/results/<name>-<cpu|gpu>.json "
                         "(to run parts in parallel processes)")
     parser.add_argument("--merge", nargs="+", help="join result files of parts instead of evaluating")
+    parser.add_argument("--use-completed-cameras", choices=["model", "true", "false"], default="model",
+                        help="whether completed failed cameras enter the camera BEV (default: as the model's config)")
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
@@ -70,6 +72,8 @@ def main() -> None:
         print("wrote", path)
         return
     model, cfg = load_detector(args.checkpoint, args.device)
+    if args.use_completed_cameras != "model":
+        model.use_completed_cameras = args.use_completed_cameras == "true"
     dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig())
     conditions = standard_conditions(dataset.rig.camera_names)
     rows = []
@@ -82,7 +86,8 @@ def main() -> None:
     table = markdown_table(rows)
     print("\nmAP / NDS\n" + table)
     path = write_result(args.name, {"checkpoint": args.checkpoint, "data": f"{args.data_root}/{args.version}",
-                                       "frames": len(dataset), "rows": rows, "table_map_nds": table})
+                                       "frames": len(dataset), "use_completed_cameras": model.use_completed_cameras,
+                                       "rows": rows, "table_map_nds": table})
     print("wrote", path)
 
 

@@ -124,6 +124,21 @@ def test_without_failed_cameras_no_attention_runs_and_features_pass_through():
     assert len(out["state"].temporal) == 2          # the frames were still queued
 
 
+def test_completed_cameras_are_the_failed_ones_a_level_rewrote_with_evidence():
+    cam_mask = torch.zeros(2, 6, dtype=torch.bool)
+    cam_mask[0, 1] = cam_mask[1, 4] = True
+    temporal_only = small_cascade({"vae": {"enable": False}, "planning_guided": {"enable": False}}).eval()
+    calibration, _, pose, _, feats = scene()
+    with torch.no_grad():
+        first = temporal_only(feats, cam_mask, calibration, pose, stamps(2, 0), temporal_only.initial_state())
+        _, second = run_two_frames(temporal_only, cam_mask)
+    assert not first["completed_cameras"].any()                  # no history yet: nothing to complete from
+    assert torch.equal(second["completed_cameras"], cam_mask)     # history of those cameras: completed
+    with torch.no_grad():
+        _, out = run_two_frames(small_cascade().eval(), cam_mask, past_mask=cam_mask)
+    assert torch.equal(out["completed_cameras"], cam_mask)        # level 3 completes from the live cameras
+
+
 # --- motion-compensated warp -----------------------------------------------------
 
 def ramp_features(height: int, width: int) -> torch.Tensor:

@@ -72,8 +72,10 @@ class SparseCompDetector(nn.Module):
 
     def __init__(self, grid: BEVGrid, camera_branch: CameraBranch, view_transform: CameraViewTransform,
                  lidar: LidarBranch | None, fuser: ConvFuser, neck: ConvResBlockNeck, head: DynamicHead,
-                 loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_level: int = 1):
+                 loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_level: int = 1,
+                 use_completed_cameras: bool = False):
         super().__init__()
+        self.use_completed_cameras = use_completed_cameras
         self.grid = grid
         self.camera_branch, self.view_transform, self.lidar = camera_branch, view_transform, lidar
         self.fuser, self.neck, self.head, self.loss = fuser, neck, head, loss
@@ -94,7 +96,10 @@ class SparseCompDetector(nn.Module):
         camera = self.camera_branch(self.normalise_images(inputs.images), inputs.cam_mask, inputs.calibration,
                                     inputs.ego2global, inputs.timestamp_us, state.cascade, inputs.sequence_ids,
                                     inputs.ego_trajectory, teacher)
-        maps = [self.view_transform(camera["features"][self.view_level], inputs.cam_mask, inputs.calibration)]
+        excluded = inputs.cam_mask
+        if self.use_completed_cameras:
+            excluded = inputs.cam_mask & ~camera["completed_cameras"]
+        maps = [self.view_transform(camera["features"][self.view_level], excluded, inputs.calibration)]
         if self.lidar is not None:
             clouds = inputs.lidar_points
             if clouds is None:   # LiDAR configured but absent this frame: an empty sweep
@@ -149,7 +154,7 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     fuser = ConvFuser([cfg.bev_channels] * (2 if lidar is not None else 1), cfg.bev_channels)
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
-                              DynamicLoss(cfg.loss, grid), cfg.postprocess, level)
+                              DynamicLoss(cfg.loss, grid), cfg.postprocess, level, vt.use_completed_cameras)
 
 
 def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[SparseCompDetector, ModelConfig]:

@@ -19,6 +19,11 @@ class ViewTransformConfig:
     points_per_height: int = 2                           # deformable samples around each projection
     feature_level: int = 1                               # FPN level sampled (1 = stride 16)
     max_offset_px: float = 4.0                           # offsets are tanh-bounded, in feature pixels
+    # True: failed cameras whose features the cascade completed take part like
+    # live ones. False (the spec, and how the shipped model was trained): every
+    # failed camera is left out, so completion cannot change the BEV. See
+    # docs/completion.md for the measurements.
+    use_completed_cameras: bool = False
 
 
 class CameraViewTransform(nn.Module):

@@ -48,7 +48,9 @@ class CompletionCascade(nn.Module):
     calibration, ego2global [B, 4, 4] float64, timestamp_us [B] int64,
     state: CascadeState, sequence_ids=None, ego_trajectory [B, T, 2] or None)
     -> dict(features: list, state: CascadeState, importance: list of
-    [B, V, h, w], vae: dict or None, planning: dict or None, temporal_gate).
+    [B, V, h, w], vae: dict or None, planning: dict or None, temporal_gate,
+    completed_cameras [B, V] bool: failed cameras some level rewrote with
+    evidence (history, the VAE, or a live camera for level 3)).
     Cameras that have not failed are bit-identical at every level.
     """
 
@@ -72,6 +74,7 @@ class CompletionCascade(nn.Module):
         state = state or self.initial_state()
         features = list(features)
         result = {"state": state, "vae": None, "planning": None, "temporal_gate": None, "importance": []}
+        completed = torch.zeros_like(cam_mask)
         if self.temporal is not None:
             level = self.temporal_level
             out = self.temporal(features[level], cam_mask, calibration, ego2global, timestamp_us,
@@ -79,16 +82,22 @@ class CompletionCascade(nn.Module):
             features[level] = out["features"]
             result["state"] = CascadeState(out["history"])
             result["temporal_gate"] = out["gate"]
+            if out["gate"] is not None and out["gate"].numel():
+                # The gate is zero exactly where the camera had no usable history.
+                completed[cam_mask] = out["gate"].flatten(1).amax(dim=1) > 0
         if self.vae is not None and (self.training or self.vae_use_at_inference):
             result["vae"] = self.vae(features, cam_mask)
             bypass = self.training and bool(torch.rand(()) < self.vae_train_bypass_probability)
             if not bypass:
                 features = result["vae"]["features"]
+                completed = cam_mask.clone()
         if self.planning_guided is not None:
             result["planning"] = self.planning_guided(features, cam_mask, calibration, ego_trajectory)
             features = result["planning"]["features"]
             result["importance"] = result["planning"]["importance"]
+            completed = completed | (cam_mask & (~cam_mask).any(dim=1, keepdim=True))   # keys from a live camera
         result["features"] = features
+        result["completed_cameras"] = completed
         return result
 
     def losses(self, outputs: dict, teacher_features: list[Tensor], cam_mask: Tensor) -> dict[str, Tensor]:
