@@ -109,13 +109,39 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    """Read ``path`` (YAML) into dataclass ``cls``."""
-    path = Path(path)
+def merged(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml_with_base(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML mapping; a top-level ``base: <name or path>`` names the file it
+    derives from (a bare name means ``<name>.yaml`` beside this file), whose
+    keys this file overrides. So a fleet config lists only what it changes."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join(p.name for p in (*_seen, path))}")
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(data, dict) or "base" not in data:
+        return data
+    data = dict(data)
+    base = data.pop("base")
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected a config name or path, got {base!r}")
+    base_path = path.parent / (base if Path(base).suffix else f"{base}.yaml")
+    return merged(read_yaml_with_base(base_path, (*_seen, path)) or {}, data)
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read ``path`` (YAML, optionally derived from a ``base`` file) into dataclass ``cls``."""
+    path = Path(path)
+    data = read_yaml_with_base(path)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:

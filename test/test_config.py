@@ -62,3 +62,22 @@ def test_shipped_model_configs_load():
     tiny = load_model_config("tiny")
     assert tiny.load_rig().num_cameras == 7 and tiny.backbone.depth == 18
     assert load_rig("nuscenes6").camera_names[0] == "CAM_FRONT"
+
+
+def test_a_config_derives_from_its_base_and_overrides_only_what_it_names(tmp_path):
+    (tmp_path / "parent.yaml").write_text("name: parent\nbev_channels: 32\nhead: {num_queries: 64, topk_query: 32}\n")
+    (tmp_path / "child.yaml").write_text("base: parent\nname: child\nhead: {topk_query: 24}\n")
+    child = load_config(ModelConfig, tmp_path / "child.yaml")
+    assert (child.name, child.bev_channels) == ("child", 32)
+    assert (child.head.num_queries, child.head.topk_query) == (64, 24)         # merged, not replaced
+    camera = load_model_config("tiny_camera")
+    tiny = load_model_config("tiny")
+    assert not camera.lidar.enable and camera.view_transform.use_completed_cameras
+    assert camera.backbone == tiny.backbone and camera.head == tiny.head
+
+
+def test_a_base_chain_that_loops_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a\nname: b\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(ModelConfig, tmp_path / "a.yaml")
