@@ -15,7 +15,7 @@ Per frame: the receiving process's CPU time (user + system, all threads,
 DDS included) and, for the node, the wall time in its callbacks (p50/p99).
 Overhead = node CPU - bare CPU per frame; ratio = node / bare.
 
-    python bench/node_overhead.py [--frames 100] [--image-size 512 960] [--points 120000]
+    python bench/node_overhead.py [--frames 100] [--image-size 512 960] [--points 120000] [--executor events|single]
 
 Writes bench/results/node_overhead-cpu.json.
 """
@@ -171,7 +171,11 @@ def run_receiver(args) -> None:
         perception_node.PerceptionNode.on_image, perception_node.PerceptionNode.on_points = timed_image, timed_points
         from rclpy.parameter import Parameter
         node = perception_node.PerceptionNode(parameter_overrides=[Parameter("model.device", value="cpu")])
-    executor = rclpy.executors.SingleThreadedExecutor()
+    if args.executor == "events":
+        from rclpy.experimental import EventsExecutor
+        executor = EventsExecutor()
+    else:
+        executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     deadline = time.monotonic() + args.timeout
     last_count, idle_since = -1, time.monotonic()
@@ -199,7 +203,8 @@ def run_receiver(args) -> None:
 # --- driver ----------------------------------------------------------------------------------
 def measure(mode: str, args, env: dict) -> dict:
     common = ["--frames", str(args.frames), "--image-size", *map(str, args.image_size), "--points", str(args.points)]
-    receiver = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--mode", mode, *common], env=env,
+    receiver = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--mode", mode, "--executor",
+                                 args.executor, *common], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     publisher = subprocess.Popen([sys.executable, __file__, "--role", "publisher", *common], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -220,6 +225,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--role", choices=["driver", "publisher", "receiver"], default="driver")
     parser.add_argument("--mode", choices=["bare", "node"], default="bare")
+    parser.add_argument("--executor", choices=["single", "events"], default="events",
+                        help="rclpy executor of both receivers: the C++ EventsExecutor (what the node's main() "
+                             "uses) or the SingleThreadedExecutor")
     args = parser.parse_args()
     if args.role == "publisher":
         return run_publisher(args)
@@ -247,7 +255,7 @@ def main() -> None:
         "setup": f"7 x {args.image_size[0]} x {args.image_size[1]} rgb8 images + {args.points} points at {RATE_HZ:g} Hz, "
                  f"{args.frames} frames after {WARMUP_FRAMES} warm-up, model replaced by one returning no objects; "
                  "publisher and receiver in separate processes, Fast DDS large-data profile",
-        "summary": summary, "runs": runs})
+        "executor": args.executor, "summary": summary, "runs": runs})
     print(json.dumps(summary, indent=2))
     print(f"wrote {path}")
 

@@ -84,8 +84,9 @@ _FIELD_TYPES = {PointField.FLOAT32: np.float32, PointField.FLOAT64: np.float64, 
 
 
 def cloud_to_array(msg: PointCloud2) -> np.ndarray:
-    """[N, 4] float32 (x, y, z, intensity; intensity 0 if absent). Non-finite
-    points are kept: the model drops them. BadMessage on a malformed cloud."""
+    """[N, 4] float32 (x, y, z, intensity; intensity 0 if absent), a new array the
+    caller may modify. Non-finite points are kept: the model drops them.
+    BadMessage on a malformed cloud."""
     fields = {f.name: f for f in msg.fields}
     for name in ("x", "y", "z"):
         if name not in fields:
@@ -97,16 +98,23 @@ def cloud_to_array(msg: PointCloud2) -> np.ndarray:
         raise BadMessage(f"truncated: {len(msg.data)} bytes for {count} points of {msg.point_step} bytes")
     if msg.is_bigendian:
         raise BadMessage("big-endian clouds are not supported")
-    raw = np.frombuffer(msg.data, dtype=np.uint8, count=count * msg.point_step).reshape(count, msg.point_step)
-    out = np.zeros((count, 4), dtype=np.float32)
-    for column, name in enumerate(("x", "y", "z", "intensity")):
-        field = fields.get(name)
-        if field is None:
-            continue
-        dtype = _FIELD_TYPES.get(field.datatype)
-        if dtype is None or field.offset + np.dtype(dtype).itemsize > msg.point_step:
+    present = [name for name in ("x", "y", "z", "intensity") if name in fields]
+    for name in present:
+        dtype = _FIELD_TYPES.get(fields[name].datatype)
+        if dtype is None or fields[name].offset + np.dtype(dtype).itemsize > msg.point_step:
             raise BadMessage(f"field {name!r} has an unsupported type or offset")
-        out[:, column] = raw[:, field.offset: field.offset + np.dtype(dtype).itemsize].copy().view(dtype)[:, 0]
+    spans = sorted((fields[n].offset, fields[n].offset + np.dtype(_FIELD_TYPES[fields[n].datatype]).itemsize, n)
+                   for n in present)
+    for (_, end, name), (start, _, following) in zip(spans, spans[1:]):
+        if start < end:
+            raise BadMessage(f"point fields do not form a valid layout: {name!r} overlaps {following!r}")
+    # One strided view of the buffer with the fields where the message says they are.
+    layout = np.dtype({"names": present, "formats": [_FIELD_TYPES[fields[n].datatype] for n in present],
+                       "offsets": [fields[n].offset for n in present], "itemsize": msg.point_step})
+    points = np.frombuffer(msg.data, dtype=layout, count=count)
+    out = np.zeros((count, 4), dtype=np.float32)
+    for column, name in enumerate(present):
+        out[:, column] = points[name]
     return out
 
 
@@ -159,18 +167,23 @@ def detections_to_msg(detections: dict, header: Header, failed_cameras: list[str
     return DynamicObjectArray(header=header, failed_cameras=list(failed_cameras), objects=objects)
 
 
-def health_to_msgs(statuses: list[dict], header: Header, node_name: str) -> tuple[CameraHealth, DiagnosticArray]:
-    """CameraHealth and a DiagnosticArray (one status per camera) from CameraHealth.assess results."""
-    cameras, diagnostics = [], []
+def health_to_msg(statuses: list[dict], header: Header) -> CameraHealth:
+    """CameraHealth (one CameraStatus per camera) from CameraHealth.assess results."""
+    return CameraHealth(header=header, cameras=[CameraStatus(
+        name=status["name"], failed=bool(status["failed"]), reason=int(status["reason"]), message=status["message"],
+        image_age_s=float(min(status["image_age_s"], 1e9)), rate_hz=float(status["rate_hz"]),
+        sync_offset_s=float(status["sync_offset_s"]), mean_intensity=float(status["mean_intensity"]),
+        dark_fraction=float(status["dark_fraction"]), saturated_fraction=float(status["saturated_fraction"]),
+        textureless_fraction=float(status["textureless_fraction"]),
+        frame_difference=float(status["frame_difference"]), unchanged_frames=int(status["unchanged_frames"]),
+        consecutive_faults=int(status["consecutive_faults"]), consecutive_ok=int(status["consecutive_ok"]))
+        for status in statuses])
+
+
+def health_to_diagnostics(statuses: list[dict], header: Header, node_name: str) -> DiagnosticArray:
+    """A DiagnosticArray with one status per camera (ERROR failed, WARN faulty, OK)."""
+    diagnostics = []
     for status in statuses:
-        cameras.append(CameraStatus(
-            name=status["name"], failed=bool(status["failed"]), reason=int(status["reason"]), message=status["message"],
-            image_age_s=float(min(status["image_age_s"], 1e9)), rate_hz=float(status["rate_hz"]),
-            sync_offset_s=float(status["sync_offset_s"]), mean_intensity=float(status["mean_intensity"]),
-            dark_fraction=float(status["dark_fraction"]), saturated_fraction=float(status["saturated_fraction"]),
-            textureless_fraction=float(status["textureless_fraction"]),
-            frame_difference=float(status["frame_difference"]), unchanged_frames=int(status["unchanged_frames"]),
-            consecutive_faults=int(status["consecutive_faults"]), consecutive_ok=int(status["consecutive_ok"])))
         level = DiagnosticStatus.ERROR if status["failed"] else (
             DiagnosticStatus.WARN if status["reason"] else DiagnosticStatus.OK)
         text = "failed: " if status["failed"] else ""
@@ -180,4 +193,4 @@ def health_to_msgs(statuses: list[dict], header: Header, node_name: str) -> tupl
             values=[KeyValue(key=k, value=f"{status[k]:.4g}" if isinstance(status[k], float) else str(status[k]))
                     for k in ("reason", "image_age_s", "rate_hz", "sync_offset_s", "mean_intensity", "dark_fraction",
                               "saturated_fraction", "textureless_fraction", "unchanged_frames")]))
-    return CameraHealth(header=header, cameras=cameras), DiagnosticArray(header=header, status=diagnostics)
+    return DiagnosticArray(header=header, status=diagnostics)

@@ -14,8 +14,8 @@ from std_msgs.msg import Header
 
 from sparsecomp_ros.camera_health import CameraHealth as Monitor
 from sparsecomp_ros.conversions import (BadMessage, array_to_cloud, cloud_to_array, compressed_to_rgb,
-                                        detections_to_msg, health_to_msgs, image_to_rgb, rgb_to_compressed,
-                                        rgb_to_image, stamp_to_us, us_to_stamp)
+                                        detections_to_msg, health_to_diagnostics, health_to_msg, image_to_rgb,
+                                        rgb_to_compressed, rgb_to_image, stamp_to_us, us_to_stamp)
 
 HEADER = Header(stamp=us_to_stamp(1_700_000_000_123_456), frame_id="base_link")
 
@@ -65,6 +65,29 @@ def test_clouds_round_trip_and_bad_clouds_raise():
     assert cloud_to_array(xyz_only)[:, 3].tolist() == [0.0, 0.0]
 
 
+def test_a_driver_layout_with_padding_and_other_field_types_decodes_and_overlaps_are_bad():
+    """Ouster/Velodyne-style: x, y, z float32, padding, intensity uint16 after a ring field."""
+    rng = np.random.default_rng(2)
+    xyz = rng.normal(0, 20, (50, 3)).astype(np.float32)
+    intensity = rng.integers(0, 4000, 50).astype(np.uint16)
+    layout = np.dtype({"names": ["x", "y", "z", "ring", "intensity"],
+                       "formats": [np.float32, np.float32, np.float32, np.uint16, np.uint16],
+                       "offsets": [0, 4, 8, 16, 18], "itemsize": 24})
+    records = np.zeros(50, dtype=layout)
+    records["x"], records["y"], records["z"], records["intensity"] = xyz[:, 0], xyz[:, 1], xyz[:, 2], intensity
+    fields = [PointField(name=n, offset=o, datatype=t, count=1) for n, o, t in
+              [("x", 0, PointField.FLOAT32), ("y", 4, PointField.FLOAT32), ("z", 8, PointField.FLOAT32),
+               ("ring", 16, PointField.UINT16), ("intensity", 18, PointField.UINT16)]]
+    msg = PointCloud2(height=1, width=50, point_step=24, row_step=24 * 50, fields=fields, data=records.tobytes())
+    points = cloud_to_array(msg)
+    assert np.array_equal(points[:, :3], xyz) and np.array_equal(points[:, 3], intensity.astype(np.float32))
+    points[:, 0] = 0                                          # the result is the caller's to modify
+    assert np.array_equal(cloud_to_array(msg)[:, :3], xyz)
+    msg.fields[1].offset = 2                                  # y overlaps x
+    with pytest.raises(BadMessage, match="valid layout"):
+        cloud_to_array(msg)
+
+
 def test_detections_become_a_dynamic_object_array():
     detections = {"boxes": torch.tensor([[10.0, -2.0, 0.8, 4.5, 1.9, 1.6, math.pi / 2, 3.0, 0.5, 0.0]]),
                   "scores": torch.tensor([0.9]), "labels": torch.tensor([0]), "ids": torch.tensor([42]),
@@ -86,8 +109,8 @@ def test_health_becomes_camera_health_and_diagnostics():
         good.observe(i * 0.1, image if i % 2 else image[::-1].copy())
         black.observe(i * 0.1, np.zeros_like(image))
         statuses = [good.assess(i * 0.1 + 0.01, i * 0.1), black.assess(i * 0.1 + 0.01, i * 0.1)]
-    health, diagnostics = health_to_msgs(statuses, HEADER, "sparsecomp_perception")
-    health = deserialize_message(serialize_message(health), CameraHealth)
+    health = deserialize_message(serialize_message(health_to_msg(statuses, HEADER)), CameraHealth)
+    diagnostics = health_to_diagnostics(statuses, HEADER, "sparsecomp_perception")
     assert [c.failed for c in health.cameras] == [False, True]
     assert health.cameras[1].reason == health.cameras[1].FAULT_BLACK
     assert [s.level for s in diagnostics.status] == [DiagnosticStatus.OK, DiagnosticStatus.ERROR]

@@ -33,9 +33,10 @@ def node(tmp_path, ros_domain_id):
     node = PerceptionNode(context=context, parameter_overrides=[
         Parameter("model.checkpoint", value=str(checkpoint)), Parameter("model.device", value="cpu"),
         Parameter("output.score_threshold", value=0.0)])
-    published = {"objects": [], "health": []}
+    published = {"objects": [], "health": [], "diagnostics": []}
     node.objects_pub.publish = published["objects"].append
     node.health_pub.publish = published["health"].append
+    node.diagnostics_pub.publish = published["diagnostics"].append
     node.published = published
     yield node
     node.destroy_node()
@@ -97,3 +98,23 @@ def test_bad_messages_are_dropped_counted_and_do_not_stop_the_node(node):
     assert reasons["point cloud"] == 1 and reasons["time went backwards"] == 1
     assert any(k.startswith("tf odom<-base_link") for k in reasons)
     assert node.node_status().level == node.node_status().WARN
+
+
+def test_diagnostics_come_once_a_period_and_at_once_when_a_verdict_or_a_drop_count_changes(node):
+    dead = node.cameras[1]
+    stamps = []
+    for step in range(25):                                   # 2.5 s at 10 Hz; the camera dies at 1.2 s
+        t = 1_000_000 + step * 100_000
+        add_pose(node, t)
+        feed_frame(node, t, skip=(dead,) if step >= 12 else ())
+        if len(node.published["diagnostics"]) > len(stamps):
+            stamps.append(t)
+    assert len(node.published["health"]) == 25                 # camera health: every frame
+    failed_at = next(1_000_000 + i * 100_000 for i, h in enumerate(node.published["health"])
+                     if any(c.failed for c in h.cameras))
+    assert failed_at in stamps                                  # the verdict change is reported at once
+    first = node.published["diagnostics"][stamps.index(failed_at)]
+    assert any(s.level == s.ERROR and s.hardware_id == dead for s in first.status)
+    steady = [b - a for a, b in zip(stamps, stamps[1:]) if a >= failed_at]
+    assert steady and all(gap == 1_000_000 for gap in steady)  # then once a second (of frame time)
+    assert 3 <= len(stamps) <= 7                               # not every frame

@@ -87,8 +87,11 @@ class SparseCompDetector(nn.Module):
         return ModelState(self.camera_branch.initial_state(), self.head.empty_queue())
 
     def normalise_images(self, images: Tensor) -> Tensor:
-        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return (images - self.pixel_mean) / self.pixel_std
+        """[B, V, 3, H, W] float32, contiguous, from uint8 (0..255) or float (0..1) images in any
+        memory layout (the node passes a view of an HWC buffer; this conversion reorders it)."""
+        scale = 255.0 if images.dtype == torch.uint8 else 1.0
+        images = images.to(torch.float32, memory_format=torch.contiguous_format)
+        return (images / scale - self.pixel_mean) / self.pixel_std
 
     def forward(self, inputs: FrameInputs, state: ModelState | None = None, targets: list[dict] | None = None) -> dict:
         state = state or self.initial_state()
