@@ -88,7 +88,7 @@ class BagReplayer(Node):
                     self.published += 1
                     if self.on_published is not None:
                         self.on_published(topic, timestamp, time.monotonic())
-                    if not rclpy.ok():
+                    if not self.context.ok():        # this node's context, not rclpy's default one
                         return self.published
         return self.published
 

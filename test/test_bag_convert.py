@@ -56,3 +56,23 @@ def test_bag_holds_every_topic_and_reads_back_equal(bag):
 def test_our_types_are_registered_for_other_tools(bag):
     store = typestore_with_our_messages()
     assert {"sparsecomp/msg/DynamicObjectArray", "sparsecomp/msg/CameraHealth"} <= set(store.types)
+
+
+def test_the_replayer_plays_every_message_on_a_context_of_its_own(bag, ros_domain_id):
+    """A replayer in a process that never initialised rclpy's default context
+    (the end-to-end benchmark's set-up) still plays the whole bag."""
+    import rclpy
+
+    from sparsecomp_ros.replay import BagReplayer
+    _, path = bag
+    with Reader(path) as reader:
+        in_bag = sum(1 for _ in reader.messages())
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    try:
+        seen = []
+        replayer = BagReplayer(path, rate=50.0, context=context, on_published=lambda topic, *_: seen.append(topic))
+        assert replayer.play() == in_bag == len(seen)
+        replayer.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
