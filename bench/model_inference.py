@@ -9,7 +9,7 @@ peak allocated during the timed frames (weights, history and activations)
 and peak reserved by the caching allocator.
 
     python bench/model_inference.py [--config full] [--repeats N] [--device cpu|cuda]
-        [--precisions fp32 bf16] [--failed 0 1 2]
+        [--precisions fp32 bf16 fp16] [--failed 0 1 2] [--channels-last] [--name NAME]
 
 Writes bench/results/model_inference-<cpu|gpu>.json.
 """
@@ -53,11 +53,12 @@ def synthetic_frame(rig, step: int, failed: int, device: str, points: int = 120_
                        ["bench"]).to(device)
 
 
-def measure(config: str, precision: str, failed: int, repeats: int, device: str) -> dict:
+def measure(config: str, precision: str, failed: int, repeats: int, device: str, channels_last: bool = False) -> dict:
     """Latency from a pass without hooks (stage hooks synchronise the GPU and
     would stall its pipelining), then the stage breakdown from a second pass."""
     torch.manual_seed(0)
     cfg = load_model_config(config)
+    cfg.backbone.channels_last = channels_last
     rig = cfg.load_rig()
     model = build_detector(cfg).to(device).eval()
     dtype = DTYPES[precision]
@@ -113,7 +114,7 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str)
     for i in range(min(repeats, 10)):
         run(3 + repeats + i)
     ordered = sorted(latencies)
-    return {"precision": precision, "failed_cameras": failed, "repeats": repeats,
+    return {"precision": precision, "failed_cameras": failed, "channels_last": channels_last, "repeats": repeats,
             "p50_ms": statistics.median(latencies), "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
             "stage_median_ms": {s: statistics.median(v) for s, v in stage_times.items()},
             "peak_memory_growth_mib": peak, "peak_memory_total_mib": total, "peak_memory_reserved_mib": reserved}
@@ -126,18 +127,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed frames (default 3 on CPU, 50 on GPU)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     parser.add_argument("--failed", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
+    parser.add_argument("--channels-last", action="store_true", help="backbone in NHWC memory")
+    parser.add_argument("--name", default="model_inference", help="result file bench/results/<name>-<cpu|gpu>.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats = args.repeats or (50 if args.device == "cuda" else 3)
     if args.one:
         precision, failed = args.one.split(",")
-        print(json.dumps(measure(args.config, precision, int(failed), repeats, args.device)))
+        print(json.dumps(measure(args.config, precision, int(failed), repeats, args.device, args.channels_last)))
         return
     rows = []
     for precision in args.precisions:
         for failed in args.failed:
             done = subprocess.run([sys.executable, __file__, "--one", f"{precision},{failed}", "--config", args.config,
-                                   "--repeats", str(repeats), "--device", args.device],
+                                   "--repeats", str(repeats), "--device", args.device]
+                                  + (["--channels-last"] if args.channels_last else []),
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(done.stderr[-3000:])
@@ -145,7 +149,7 @@ def main() -> None:
             print(json.dumps({k: (round(v, 1) if isinstance(v, float) else
                                   {s: round(t, 1) for s, t in v.items()} if isinstance(v, dict) else v)
                               for k, v in rows[-1].items()}), flush=True)
-    path = write_result("model_inference", {
+    path = write_result(args.name, {
         "setup": f"config {args.config}, batch 1, 7 x 512 x 960 uint8 images, 120k points, history queues full",
         "device": args.device, "rows": rows})
     print("wrote", path)

@@ -64,3 +64,22 @@ def test_camera_branch_trains_student_through_the_cascade_and_not_the_teacher():
     sum(out["losses"].values()).backward()
     assert branch.backbone.resnet.conv1.weight.grad.abs().sum() > 0
     assert branch.cascade.temporal.attention.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_channels_last_computes_the_same_features_and_hands_on_contiguous_maps():
+    torch.manual_seed(0)
+    plain = ImageBackbone(18, 16, 32).eval()
+    nhwc = ImageBackbone(18, 16, 32, channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.resnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)   # kept through loading
+    images = torch.rand(1, 3, 3, 64, 128)
+    with torch.no_grad():
+        expected, got = plain(images), nhwc(images)
+    for a, b in zip(expected, got):
+        assert b.is_contiguous()
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    for model in (plain, nhwc):                                  # training: the same gradients
+        model.train()
+        sum(level.square().mean() for level in model(images)).backward()
+    torch.testing.assert_close(nhwc.resnet.conv1.weight.grad, plain.resnet.conv1.weight.grad, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(nhwc.fpn.extra.weight.grad, plain.fpn.extra.weight.grad, rtol=1e-3, atol=1e-5)

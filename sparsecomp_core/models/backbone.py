@@ -23,6 +23,7 @@ class BackboneConfig:
     pretrained: str | None = None   # local state_dict file (torchvision ResNet names)
     use_amp: bool = True            # mixed precision on CUDA
     amp_dtype: Literal["float16", "bfloat16"] = "bfloat16"
+    channels_last: bool = False     # ResNet + FPN in NHWC memory (their outputs stay NCHW): docs/performance.md
 
     def __post_init__(self) -> None:
         if self.base_width < 8 or self.out_channels < 8:
@@ -131,25 +132,31 @@ class ImageBackbone(nn.Module):
     """ResNet + FPN over all cameras at once.
 
     forward: images [B, V, 3, H, W] -> list of 4 feature maps [B, V, C, H/s, W/s],
-    s = 8, 16, 32, 64, always float32 (mixed precision inside on CUDA).
+    s = 8, 16, 32, 64, always float32 and contiguous (mixed precision inside on
+    CUDA; channels_last: NHWC memory inside, which only the convolutions see).
     """
     strides = STRIDES
 
     def __init__(self, depth: int = 34, base_width: int = 64, out_channels: int = 256,
-                 use_amp: bool = True, amp_dtype: torch.dtype = torch.bfloat16):
+                 use_amp: bool = True, amp_dtype: torch.dtype = torch.bfloat16, channels_last: bool = False):
         super().__init__()
         self.resnet = ResNet(depth, base_width)
         self.fpn = FPN(self.resnet.out_channels, out_channels)
         self.out_channels = out_channels
         self.use_amp, self.amp_dtype = use_amp, amp_dtype
+        self.channels_last = channels_last
+        if channels_last:                   # weights stay NHWC through .to(device) and load_state_dict
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         batch, cameras = images.shape[:2]
         flat = images.flatten(0, 1)
+        if self.channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last)
         amp = self.use_amp and flat.is_cuda
         with torch.autocast(device_type=flat.device.type, dtype=self.amp_dtype, enabled=amp):
             levels = self.fpn(self.resnet(flat))
-        return [level.float().unflatten(0, (batch, cameras)) for level in levels]
+        return [level.float().contiguous().unflatten(0, (batch, cameras)) for level in levels]
 
     def load_pretrained(self, path: str) -> None:
         """Load ResNet weights from a local file (a torchvision-style state_dict);
@@ -167,7 +174,7 @@ class ImageBackbone(nn.Module):
 
 def build_backbone(cfg: BackboneConfig) -> ImageBackbone:
     backbone = ImageBackbone(cfg.depth, cfg.base_width, cfg.out_channels, cfg.use_amp,
-                             getattr(torch, cfg.amp_dtype))
+                             getattr(torch, cfg.amp_dtype), cfg.channels_last)
     if cfg.pretrained:
         backbone.load_pretrained(cfg.pretrained)
     return backbone
