@@ -194,7 +194,69 @@ def test_completed_cameras_reach_the_camera_bev_only_when_configured(use_complet
     with torch.no_grad():
         state = model(toy_scene.frame(rig, 0.0, gen, images, lidar=False), None)["state"]
         completed = model(toy_scene.frame(rig, 0.1, gen, images, failed, lidar=False), state)
-        left_out = model.view_transform(completed["completion"]["features"][model.view_level], failed,
-                                        rig.calibration(1))
+        left_out = model.view_transform([completed["completion"]["features"][level] for level in model.view_levels],
+                                        failed, rig.calibration(1))
     assert completed["completion"]["completed_cameras"][0, 2]
     assert torch.equal(bev_maps[1], left_out) != use_completed
+
+
+def test_view_transform_levels_are_validated():
+    with pytest.raises(ValueError, match="distinct FPN levels"):
+        micro_config(view_transform={"extra_levels": [0]})   # the main level again
+    with pytest.raises(ValueError, match="distinct FPN levels"):
+        micro_config(view_transform={"extra_levels": [4]})
+
+
+def test_extra_level_with_zero_weight_reproduces_the_single_level_bev():
+    """The multi-level transform is the single-level one plus weighted samples of
+    further levels: with the extra level's logits at -inf the two agree."""
+    torch.manual_seed(0)
+    single = build_detector(micro_config(lidar={"enable": False}))
+    torch.manual_seed(0)
+    multi = build_detector(micro_config(lidar={"enable": False}, view_transform={**MICRO["view_transform"], "extra_levels": [2]}))
+    rig = micro_config().load_rig()
+    samples = single.view_transform.samples
+    with torch.no_grad():
+        multi.view_transform.load_state_dict({k: v for k, v in single.view_transform.state_dict().items()
+                                              if not k.startswith("weights.")}, strict=False)
+        multi.view_transform.weights.weight.zero_()
+        multi.view_transform.weights.weight[:samples] = single.view_transform.weights.weight
+        multi.view_transform.weights.bias.fill_(float("-inf"))
+        multi.view_transform.weights.bias[:samples] = single.view_transform.weights.bias
+    single.eval(), multi.eval()
+    gen = torch.Generator().manual_seed(1)
+    levels = [torch.randn(1, rig.num_cameras, 32, 64 // s, 128 // s, generator=gen) for s in (8, 16, 32, 64)]
+    failed = torch.zeros(1, rig.num_cameras, dtype=torch.bool)
+    failed[0, 1] = True
+    with torch.no_grad():
+        expected = single.view_transform(levels[0], failed, rig.calibration(1))
+        got = multi.view_transform([levels[0], levels[2]], failed, rig.calibration(1))
+        torch.testing.assert_close(got, expected)
+        with pytest.raises(ValueError, match="2 feature levels, got 1"):
+            multi.view_transform(levels[0], failed, rig.calibration(1))
+
+
+@pytest.mark.parametrize("extra_levels", [[], [2]])
+def test_temporal_completion_reaches_the_bev_only_through_its_level(extra_levels):
+    """Temporal completion rewrites the 1/32 level only; the BEV changes with it
+    only when the view transform samples that level too."""
+    model = build_detector(micro_config(lidar={"enable": False}, cascade={"temporal_level": 2},
+                                        view_transform={**MICRO["view_transform"], "use_completed_cameras": True,
+                                                        "extra_levels": extra_levels}))
+    rig = micro_config().load_rig()
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (1, rig.num_cameras, 3, 64, 128), dtype=torch.uint8, generator=gen)
+    failed = torch.zeros(1, rig.num_cameras, dtype=torch.bool)
+    failed[0, 2] = True
+    bev_maps = []
+    model.view_transform.register_forward_hook(lambda module, args, out: bev_maps.append(out))
+    with torch.no_grad():
+        state = model(toy_scene.frame(rig, 0.0, gen, images, lidar=False), None)["state"]
+        model.camera_branch.cascade.vae = model.camera_branch.cascade.planning_guided = None
+        outputs = model(toy_scene.frame(rig, 0.1, gen, images, failed, lidar=False), state)
+        assert outputs["completion"]["completed_cameras"][0, 2]
+        model.camera_branch.cascade.temporal.decoder.apply(   # a different completion, same gate
+            lambda m: m.weight.mul_(3.0) if isinstance(m, torch.nn.Conv2d) else None)
+        model(toy_scene.frame(rig, 0.1, gen, images, failed, lidar=False), state)
+    assert torch.equal(bev_maps[1], bev_maps[2]) == (not extra_levels)

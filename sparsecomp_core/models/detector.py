@@ -72,14 +72,14 @@ class SparseCompDetector(nn.Module):
 
     def __init__(self, grid: BEVGrid, camera_branch: CameraBranch, view_transform: CameraViewTransform,
                  lidar: LidarBranch | None, fuser: ConvFuser, neck: ConvResBlockNeck, head: DynamicHead,
-                 loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_level: int = 1,
+                 loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_levels: tuple[int, ...] = (1,),
                  use_completed_cameras: bool = False):
         super().__init__()
         self.use_completed_cameras = use_completed_cameras
         self.grid = grid
         self.camera_branch, self.view_transform, self.lidar = camera_branch, view_transform, lidar
         self.fuser, self.neck, self.head, self.loss = fuser, neck, head, loss
-        self.postprocess_cfg, self.view_level = postprocess_cfg, view_level
+        self.postprocess_cfg, self.view_levels = postprocess_cfg, tuple(view_levels)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
 
@@ -102,7 +102,8 @@ class SparseCompDetector(nn.Module):
         excluded = inputs.cam_mask
         if self.use_completed_cameras:
             excluded = inputs.cam_mask & ~camera["completed_cameras"]
-        maps = [self.view_transform(camera["features"][self.view_level], excluded, inputs.calibration)]
+        maps = [self.view_transform([camera["features"][level] for level in self.view_levels], excluded,
+                                    inputs.calibration)]
         if self.lidar is not None:
             clouds = inputs.lidar_points
             if clouds is None:   # LiDAR configured but absent this frame: an empty sweep
@@ -145,11 +146,11 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     rig = cfg.load_rig()
     grid = BEVGrid(cfg.bev)
     camera_branch = build_camera_branch(cfg, rig.num_cameras)
-    level = cfg.view_transform.feature_level
     vt = cfg.view_transform
+    view_levels = (vt.feature_level, *vt.extra_levels)
     view_transform = CameraViewTransform(grid, cfg.backbone.out_channels, cfg.bev_channels,
-                                         camera_branch.backbone.strides[level], tuple(vt.heights),
-                                         vt.points_per_height, vt.max_offset_px)
+                                         camera_branch.backbone.strides[vt.feature_level], tuple(vt.heights),
+                                         vt.points_per_height, vt.max_offset_px, len(view_levels))
     lidar = None
     if cfg.lidar.enable:
         lidar = LidarBranch(grid, cfg.bev_channels, cfg.lidar.pillar_channels, cfg.lidar.backbone_channels,
@@ -157,7 +158,7 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     fuser = ConvFuser([cfg.bev_channels] * (2 if lidar is not None else 1), cfg.bev_channels)
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
-                              DynamicLoss(cfg.loss, grid), cfg.postprocess, level, vt.use_completed_cameras)
+                              DynamicLoss(cfg.loss, grid), cfg.postprocess, view_levels, vt.use_completed_cameras)
 
 
 def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[SparseCompDetector, ModelConfig]:

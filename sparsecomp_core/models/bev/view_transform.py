@@ -1,6 +1,6 @@
 """Camera view transform: image features -> BEV by projected reference points
-(several heights per cell) and deformable sampling, averaged over the cameras
-that see a cell and have not failed."""
+(several heights per cell) and deformable sampling over one or more FPN
+levels, averaged over the cameras that see a cell and have not failed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,6 +18,11 @@ class ViewTransformConfig:
     heights: tuple[float, ...] = (0.0, 0.8, 1.6, 2.4)   # reference-point heights in the ego frame, m
     points_per_height: int = 2                           # deformable samples around each projection
     feature_level: int = 1                               # FPN level sampled (1 = stride 16)
+    # Further FPN levels sampled at the same points, weighted together with the
+    # main level (multi-scale deformable sampling). The temporal completion
+    # level belongs here: otherwise its completed content never reaches the
+    # BEV (docs/completion.md).
+    extra_levels: tuple[int, ...] = ()
     max_offset_px: float = 4.0                           # offsets are tanh-bounded, in feature pixels
     # True: failed cameras whose features the cascade completed take part like
     # live ones. False (the spec, and how the shipped model was trained): every
@@ -25,30 +30,39 @@ class ViewTransformConfig:
     # docs/completion.md for the measurements.
     use_completed_cameras: bool = False
 
+    def __post_init__(self) -> None:
+        levels = (self.feature_level, *self.extra_levels)
+        if any(not 0 <= level <= 3 for level in levels) or len(set(levels)) != len(levels):
+            raise ValueError(f"view_transform levels must be distinct FPN levels 0..3, got feature_level "
+                             f"{self.feature_level} and extra_levels {list(self.extra_levels)}")
+
 
 class CameraViewTransform(nn.Module):
-    """forward(features [B, V, C, h, w] (one FPN level), cam_mask [B, V],
-    calibration) -> BEV [B, C_bev, H, W].
+    """forward(features: [B, V, C, h, w] or a list of ``num_levels`` such maps
+    (main level first, then coarser levels of the same images), cam_mask
+    [B, V], calibration) -> BEV [B, C_bev, H, W].
 
     Every cell has learnable query features; from them a 1x1 conv predicts,
-    per height and point, a sampling offset and a weight (softmax over all
-    heights x points of a camera). Each camera's sampled feature is the
-    weighted sum over its projections that land in the image; the cell's
-    feature is the mean over cameras that see it and have not failed (zero
-    where none does). Cameras are processed one at a time to bound memory.
+    per height and point, a sampling offset (in main-level pixels, shared by
+    the levels) and per level a weight (softmax over all levels x heights x
+    points of a camera). Each camera's sampled feature is the weighted sum
+    over its projections that land in the image; the cell's feature is the
+    mean over cameras that see it and have not failed (zero where none does).
+    Cameras are processed one at a time to bound memory. Levels are sampled
+    at the same normalised image position, so each must cover the whole image.
     """
 
     def __init__(self, grid: BEVGrid, in_channels: int, out_channels: int, stride: int,
                  heights: tuple[float, ...] = (0.0, 0.8, 1.6, 2.4), points_per_height: int = 2,
-                 max_offset_px: float = 4.0):
+                 max_offset_px: float = 4.0, num_levels: int = 1):
         super().__init__()
         self.grid, self.stride, self.max_offset_px = grid, stride, max_offset_px
         self.register_buffer("heights", torch.tensor(heights, dtype=torch.float32), persistent=False)
         self.samples = len(heights) * points_per_height
-        self.points_per_height = points_per_height
+        self.points_per_height, self.num_levels = points_per_height, num_levels
         self.bev_query = nn.Parameter(torch.randn(1, in_channels, *grid.shape) * 0.02)
         self.offsets = nn.Conv2d(in_channels, self.samples * 2, 1)
-        self.weights = nn.Conv2d(in_channels, self.samples, 1)
+        self.weights = nn.Conv2d(in_channels, self.samples * num_levels, 1)
         nn.init.zeros_(self.offsets.weight)
         with torch.no_grad():  # start with points spread around the projection
             spread = torch.linspace(-1.0, 1.0, points_per_height) if points_per_height > 1 else torch.zeros(1)
@@ -56,21 +70,24 @@ class CameraViewTransform(nn.Module):
         self.output = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
                                     nn.ReLU(inplace=True))
 
-    def forward(self, features: Tensor, cam_mask: Tensor, calibration: Calibration) -> Tensor:
-        batch, cameras, channels, feat_h, feat_w = features.shape
+    def forward(self, features: Tensor | list[Tensor], cam_mask: Tensor, calibration: Calibration) -> Tensor:
+        levels = [features] if isinstance(features, Tensor) else list(features)
+        if len(levels) != self.num_levels:
+            raise ValueError(f"view transform built for {self.num_levels} feature levels, got {len(levels)}")
+        batch, cameras, channels, feat_h, feat_w = levels[0].shape
         height, width = self.grid.shape
         cells = height * width
-        centres = self.grid.cell_centres(features.device)                               # [HW, 2]
+        centres = self.grid.cell_centres(levels[0].device)                               # [HW, 2]
         points = torch.cat([centres[:, None].expand(-1, self.heights.numel(), -1),
                             self.heights[None, :, None].expand(cells, -1, 1)], dim=-1).reshape(-1, 3)  # [HW*Z, 3]
         query = self.bev_query.expand(batch, -1, -1, -1)
         offsets = torch.tanh(self.offsets(query)) * self.max_offset_px                  # [B, S*2, H, W]
         offsets = offsets.reshape(batch, self.samples, 2, cells).permute(0, 3, 1, 2)     # [B, HW, S, 2]
-        logits = self.weights(query).reshape(batch, self.samples, cells).transpose(1, 2)  # [B, HW, S]
+        logits = self.weights(query).reshape(batch, self.num_levels * self.samples, cells).transpose(1, 2)  # [B, HW, L*S]
         intrinsics = calibration.at_stride(self.stride)
         ego2cam = torch.linalg.inv(calibration.cam2ego)
-        total = features.new_zeros(batch, channels, cells)
-        count = features.new_zeros(batch, 1, cells)
+        total = levels[0].new_zeros(batch, channels, cells)
+        count = levels[0].new_zeros(batch, 1, cells)
         for cam in range(cameras):
             pixels, in_front = project_points(intrinsics[:, cam, None], transform_points(ego2cam[:, cam, None], points[None]))
             pixels = pixels.reshape(batch, cells, -1, 1, 2).expand(-1, -1, -1, self.points_per_height, -1)
@@ -78,10 +95,12 @@ class CameraViewTransform(nn.Module):
             in_front = in_front.reshape(batch, cells, -1, 1).expand(-1, -1, -1, self.points_per_height)
             inside = (in_front.reshape(batch, cells, self.samples) & (pixels[..., 0] >= 0) & (pixels[..., 0] <= feat_w)
                       & (pixels[..., 1] >= 0) & (pixels[..., 1] <= feat_h))
-            weight = logits.masked_fill(~inside, float("-inf")).softmax(dim=-1).nan_to_num(0.0)  # [B, HW, S]
+            weight = logits.masked_fill(~inside.repeat(1, 1, self.num_levels), float("-inf")).softmax(dim=-1)
+            weight = weight.nan_to_num(0.0)                                              # [B, HW, L*S]
             scale = pixels.new_tensor([2.0 / feat_w, 2.0 / feat_h])
-            sampled = F.grid_sample(features[:, cam], pixels * scale - 1.0, mode="bilinear",
-                                    padding_mode="zeros", align_corners=False)          # [B, C, HW, S]
+            sampling_grid = pixels * scale - 1.0                                         # the same for every level
+            sampled = torch.cat([F.grid_sample(level[:, cam], sampling_grid, mode="bilinear", padding_mode="zeros",
+                                               align_corners=False) for level in levels], dim=-1)  # [B, C, HW, L*S]
             seen = inside.any(dim=-1) & ~cam_mask[:, cam, None]                          # [B, HW]
             total = total + (sampled * weight[:, None]).sum(-1) * seen[:, None]
             count = count + seen[:, None].to(count.dtype)
