@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default model, models/tiny_default.pt, from nothing:
-# generates the training and held-out data (fixed seeds), trains stage 1 and
-# stage 2 of the tiny config on the CPU, and exports the weights.
+# Reproduces a shipped model from nothing: generates the training and
+# held-out data (fixed seeds), trains stage 1 and stage 2 on the CPU
+# (config/train/<model>_stage1.yaml, _stage2.yaml), and exports the weights to
+# models/<model>_default.pt.
+#   scripts/train_default.sh               # models/tiny_default.pt (camera + LiDAR)
+#   scripts/train_default.sh tiny_camera   # models/tiny_camera_default.pt (camera only)
 # Resumable: rerun after an interruption and every step continues where it
 # stopped (data generation is skipped once its tables exist; training resumes
 # from the last checkpoint). About an hour on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
+MODEL="${1:-tiny}"
 
 generate() {  # <version> <seed> <scenes> <frames>
   if [[ ! -f data/synthetic/$1/sample.json ]]; then
@@ -18,11 +22,13 @@ generate() {  # <version> <seed> <scenes> <frames>
 generate v1.0-synthetic-train 1 12 100
 generate v1.0-synthetic-val 2 3 60        # held out: other seeds, never trained on
 
-python -m sparsecomp_core.training.train --config config/train/tiny_stage1.yaml --resume
-python -m sparsecomp_core.training.train --config config/train/tiny_stage2.yaml --resume
-python - <<'PY'
+python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage1.yaml" --resume
+python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage2.yaml" --resume
+python - "$MODEL" <<'PY'
+import sys
 import torch
-state = torch.load("outputs/tiny_stage2/model.pt", map_location="cpu", weights_only=False)
-torch.save({"model": state["model"], "model_config": state["model_config"]}, "models/tiny_default.pt")
+model = sys.argv[1]
+state = torch.load(f"outputs/{model}_stage2/model.pt", map_location="cpu", weights_only=False)
+torch.save({"model": state["model"], "model_config": state["model_config"]}, f"models/{model}_default.pt")
 PY
-ls -l models/tiny_default.pt
+ls -l "models/${MODEL}_default.pt"
