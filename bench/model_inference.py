@@ -9,7 +9,8 @@ peak allocated during the timed frames (weights, history and activations)
 and peak reserved by the caching allocator.
 
     python bench/model_inference.py [--config full] [--repeats N] [--device cpu|cuda]
-        [--precisions fp32 bf16 fp16] [--failed 0 1 2] [--channels-last] [--name NAME]
+        [--precisions fp32 bf16 fp16] [--failed 0 1 2] [--channels-last] [--extra-view-levels [N ...]]
+        [--name NAME]
 
 Writes bench/results/model_inference-<cpu|gpu>.json.
 """
@@ -53,12 +54,15 @@ def synthetic_frame(rig, step: int, failed: int, device: str, points: int = 120_
                        ["bench"]).to(device)
 
 
-def measure(config: str, precision: str, failed: int, repeats: int, device: str, channels_last: bool = False) -> dict:
+def measure(config: str, precision: str, failed: int, repeats: int, device: str, channels_last: bool = False,
+            extra_view_levels: list[int] | None = None) -> dict:
     """Latency from a pass without hooks (stage hooks synchronise the GPU and
     would stall its pipelining), then the stage breakdown from a second pass."""
     torch.manual_seed(0)
     cfg = load_model_config(config)
     cfg.backbone.channels_last = channels_last
+    if extra_view_levels is not None:
+        cfg.view_transform.extra_levels = tuple(extra_view_levels)
     rig = cfg.load_rig()
     model = build_detector(cfg).to(device).eval()
     dtype = DTYPES[precision]
@@ -114,7 +118,8 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str,
     for i in range(min(repeats, 10)):
         run(3 + repeats + i)
     ordered = sorted(latencies)
-    return {"precision": precision, "failed_cameras": failed, "channels_last": channels_last, "repeats": repeats,
+    return {"precision": precision, "failed_cameras": failed, "channels_last": channels_last,
+            "view_levels": [cfg.view_transform.feature_level, *cfg.view_transform.extra_levels], "repeats": repeats,
             "p50_ms": statistics.median(latencies), "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
             "stage_median_ms": {s: statistics.median(v) for s, v in stage_times.items()},
             "peak_memory_growth_mib": peak, "peak_memory_total_mib": total, "peak_memory_reserved_mib": reserved}
@@ -128,20 +133,25 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     parser.add_argument("--failed", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
     parser.add_argument("--channels-last", action="store_true", help="backbone in NHWC memory")
+    parser.add_argument("--extra-view-levels", nargs="*", type=int, default=None,
+                        help="override view_transform.extra_levels (none given: sample the main level only)")
     parser.add_argument("--name", default="model_inference", help="result file bench/results/<name>-<cpu|gpu>.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats = args.repeats or (50 if args.device == "cuda" else 3)
     if args.one:
         precision, failed = args.one.split(",")
-        print(json.dumps(measure(args.config, precision, int(failed), repeats, args.device, args.channels_last)))
+        print(json.dumps(measure(args.config, precision, int(failed), repeats, args.device, args.channels_last,
+                                 args.extra_view_levels)))
         return
     rows = []
     for precision in args.precisions:
         for failed in args.failed:
             done = subprocess.run([sys.executable, __file__, "--one", f"{precision},{failed}", "--config", args.config,
                                    "--repeats", str(repeats), "--device", args.device]
-                                  + (["--channels-last"] if args.channels_last else []),
+                                  + (["--channels-last"] if args.channels_last else [])
+                                  + ([] if args.extra_view_levels is None
+                                     else ["--extra-view-levels", *map(str, args.extra_view_levels)]),
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(done.stderr[-3000:])
