@@ -213,7 +213,8 @@ def test_extra_level_with_zero_weight_reproduces_the_single_level_bev():
     torch.manual_seed(0)
     single = build_detector(micro_config(lidar={"enable": False}))
     torch.manual_seed(0)
-    multi = build_detector(micro_config(lidar={"enable": False}, view_transform={**MICRO["view_transform"], "extra_levels": [2]}))
+    multi = build_detector(micro_config(lidar={"enable": False},
+                                        view_transform={**MICRO["view_transform"], "extra_levels": [2]}))
     rig = micro_config().load_rig()
     samples = single.view_transform.samples
     with torch.no_grad():
@@ -256,7 +257,10 @@ def test_temporal_completion_reaches_the_bev_only_through_its_level(extra_levels
         model.camera_branch.cascade.vae = model.camera_branch.cascade.planning_guided = None
         outputs = model(toy_scene.frame(rig, 0.1, gen, images, failed, lidar=False), state)
         assert outputs["completion"]["completed_cameras"][0, 2]
-        model.camera_branch.cascade.temporal.decoder.apply(   # a different completion, same gate
+        model.camera_branch.cascade.temporal.decoder.apply(   # the same history, a different completion
             lambda m: m.weight.mul_(3.0) if isinstance(m, torch.nn.Conv2d) else None)
-        model(toy_scene.frame(rig, 0.1, gen, images, failed, lidar=False), state)
+        again = model(toy_scene.frame(rig, 0.1, gen, images, failed, lidar=False), state)
+    assert again["completion"]["completed_cameras"][0, 2]   # still completed, so still in the BEV
+    assert not torch.equal(outputs["completion"]["features"][2], again["completion"]["features"][2])
+    assert torch.equal(outputs["completion"]["features"][0], again["completion"]["features"][0])
     assert torch.equal(bev_maps[1], bev_maps[2]) == (not extra_levels)

@@ -77,13 +77,13 @@ class CameraViewTransform(nn.Module):
         batch, cameras, channels, feat_h, feat_w = levels[0].shape
         height, width = self.grid.shape
         cells = height * width
-        centres = self.grid.cell_centres(levels[0].device)                               # [HW, 2]
+        centres = self.grid.cell_centres(levels[0].device)                              # [HW, 2]
         points = torch.cat([centres[:, None].expand(-1, self.heights.numel(), -1),
                             self.heights[None, :, None].expand(cells, -1, 1)], dim=-1).reshape(-1, 3)  # [HW*Z, 3]
         query = self.bev_query.expand(batch, -1, -1, -1)
         offsets = torch.tanh(self.offsets(query)) * self.max_offset_px                  # [B, S*2, H, W]
         offsets = offsets.reshape(batch, self.samples, 2, cells).permute(0, 3, 1, 2)     # [B, HW, S, 2]
-        logits = self.weights(query).reshape(batch, self.num_levels * self.samples, cells).transpose(1, 2)  # [B, HW, L*S]
+        logits = self.weights(query).reshape(batch, -1, cells).transpose(1, 2)             # [B, HW, L*S]
         intrinsics = calibration.at_stride(self.stride)
         ego2cam = torch.linalg.inv(calibration.cam2ego)
         total = levels[0].new_zeros(batch, channels, cells)
