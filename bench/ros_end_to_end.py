@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -56,7 +55,7 @@ def main() -> None:
     from sparsecomp_core.rig import load_rig
     from sparsecomp_ros.bag_convert import convert
     from sparsecomp_ros.conversions import stamp_to_us
-    from sparsecomp_ros.demo import NODE, node_command, wait_for_node
+    from sparsecomp_ros.demo import NODE, node_command, stop_process, wait_for_node
     from sparsecomp_ros.fastdds import large_message_environment
     from sparsecomp_ros.replay import BagReplayer
 
@@ -118,12 +117,7 @@ def main() -> None:
         spinning.clear()
         spinner.join(timeout=5)
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        stop_process(node)
         log.close()
 
     last_input: dict[int, float] = {}

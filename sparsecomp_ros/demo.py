@@ -110,10 +110,19 @@ def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: 
         while time.monotonic() < settle and len(recorder.objects) < len(recorder.clouds):
             executor.spin_once(timeout_sec=0.05)
     finally:
-        if replay.poll() is None:
-            replay.send_signal(signal.SIGINT)
-            replay.wait(timeout=10)
+        stop_process(replay)
     return replay.returncode
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGINT (a ROS node shuts down cleanly on it), then kill if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def node_command(checkpoint: str, cameras: list[str], score_threshold: float = 0.3) -> list[str]:
@@ -201,12 +210,7 @@ def main() -> None:
                           ["--dead", f"{camera_topic(DEAD_CAMERA, 'image_raw')}@{dead_at}",
                            "--black", f"{camera_topic(BLACK_CAMERA, 'image_raw')}@{black_at}"])
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        stop_process(node)
         node_log.close()
     from sparsecomp_core.data.nuscenes_layout import NuScenesLayout
     layout = NuScenesLayout(data, "v1.0-demo")
