@@ -99,17 +99,18 @@ def cloud_to_array(msg: PointCloud2) -> np.ndarray:
     if msg.is_bigendian:
         raise BadMessage("big-endian clouds are not supported")
     present = [name for name in ("x", "y", "z", "intensity") if name in fields]
+    dtypes = {}
     for name in present:
         dtype = _FIELD_TYPES.get(fields[name].datatype)
         if dtype is None or fields[name].offset + np.dtype(dtype).itemsize > msg.point_step:
             raise BadMessage(f"field {name!r} has an unsupported type or offset")
-    spans = sorted((fields[n].offset, fields[n].offset + np.dtype(_FIELD_TYPES[fields[n].datatype]).itemsize, n)
-                   for n in present)
+        dtypes[name] = np.dtype(dtype)
+    spans = sorted((fields[n].offset, fields[n].offset + dtypes[n].itemsize, n) for n in present)
     for (_, end, name), (start, _, following) in zip(spans, spans[1:]):
         if start < end:
             raise BadMessage(f"point fields do not form a valid layout: {name!r} overlaps {following!r}")
     # One strided view of the buffer with the fields where the message says they are.
-    layout = np.dtype({"names": present, "formats": [_FIELD_TYPES[fields[n].datatype] for n in present],
+    layout = np.dtype({"names": present, "formats": [dtypes[n] for n in present],
                        "offsets": [fields[n].offset for n in present], "itemsize": msg.point_step})
     points = np.frombuffer(msg.data, dtype=layout, count=count)
     out = np.zeros((count, 4), dtype=np.float32)

@@ -200,9 +200,10 @@ class PerceptionNode(Node):
         for name in self.cameras:
             picked = frame.images[name]
             statuses.append(self.health[name].assess(reference_us / 1e6, None if picked is None else picked[0] / 1e6))
-        cam_mask = torch.tensor([[s["failed"] or frame.images[s["name"]] is None for s in statuses]])
-        images = self.batcher.build([None if frame.images[name] is None or cam_mask[0, index] else frame.images[name][1]
-                                     for index, name in enumerate(self.cameras)])
+        unusable = [s["failed"] or frame.images[s["name"]] is None for s in statuses]
+        cam_mask = torch.tensor([unusable])
+        images = self.batcher.build([None if skip else frame.images[name][1]
+                                     for skip, name in zip(unusable, self.cameras)])
         ego2global = self.lookup(self.odom_frame, self.ego_frame, reference_us)
         if ego2global is None:                            # degrade: no motion compensation possible
             self.reset_temporal_state()
