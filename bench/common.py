@@ -1,7 +1,6 @@
 """Shared helpers for benchmarks: machine description, commit, result files."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -10,6 +9,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from sparsecomp_core.jsonio import dumps
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -44,7 +45,7 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS_DIR / f"{name}-{device}.json"
     record = {"benchmark": name, "command": " ".join([Path(sys.executable).name] + sys.argv),
               "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), **payload}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(dumps(record, indent=2) + "\n")         # NaN / inf -> null: strict JSON
     return path
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from sparsecomp_core import jsonio
 from sparsecomp_core.data.dataset import SequenceDataset
 from sparsecomp_core.data.synthetic.generate import generate
 from sparsecomp_core.evaluation.detection_metrics import Detection
@@ -78,3 +79,23 @@ def test_conditions_and_variants(tmp_path):
     report = evaluate(model, dataset, conditions["crash1"], "full", progress=False)
     assert report["frames"] == 6 and report["masked_camera_fraction"] == pytest.approx(1 / 7)
     assert 0.0 <= report["mAP"] <= 1.0
+
+
+def test_undefined_figures_are_written_as_null_in_strict_json(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    gts = {"s0": [Detection("s0", b, label) for b, label in zip(boxes(rng, 2), [0, 6])]}
+    report = detection_report(gts, [Detection("s0", d.box.copy(), d.label, 0.9) for d in gts["s0"]])
+    text = jsonio.dumps({**report, "inf": float("inf"), "array": np.array([1.0, np.nan], dtype=np.float32)})
+    parsed = jsonio.loads_strict(text)
+    assert parsed["per_class"]["barrier"]["vel_err"] is None and parsed["inf"] is None and parsed["array"] == [1.0, None]
+    with pytest.raises(ValueError):
+        jsonio.loads_strict('{"x": NaN}')
+
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import common
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    written = common.write_result("nan_check", {"ap": float("nan"), "rows": [{"err": float("-inf")}]})
+    parsed = jsonio.loads_strict(written.read_text())
+    assert parsed["ap"] is None and parsed["rows"] == [{"err": None}]

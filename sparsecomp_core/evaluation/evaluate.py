@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import jsonio
 from ..data.dataset import Frame, SequenceDataset, collate
 from ..models.detector import SparseCompDetector, load_detector
 from .detection_metrics import Detection
@@ -176,9 +176,9 @@ def main() -> None:
     report = evaluate(model, dataset, condition, args.variant)
     summary = {k: report[k] for k in ("condition", "variant", "frames", "mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE",
                                       "occlusion_accuracy", "id_switches", "masked_camera_fraction")}
-    print(json.dumps(summary, indent=2))
+    print(jsonio.dumps(summary, indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        Path(args.out).write_text(jsonio.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

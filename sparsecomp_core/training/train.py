@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .. import jsonio
 from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import SequenceDataset, StreamSampler, collate
@@ -115,8 +116,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     use_amp = cfg.amp and device.type == "cuda"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        (out / "model_config.json").write_text(json.dumps(to_dict(model_cfg), indent=2))
+        (out / "train_config.json").write_text(jsonio.dumps(to_dict(cfg), indent=2))
+        (out / "model_config.json").write_text(jsonio.dumps(to_dict(model_cfg), indent=2))
     log_path = out / "train_log.jsonl"
     if rank == 0 and start_step and log_path.exists():  # forget what was logged after the checkpoint
         kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] < start_step]
@@ -151,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             record = {"step": step, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
                       "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"], "frozen": frozen,
                       "failed_cameras": int(inputs.cam_mask.sum()), "elapsed_s": time.time() - started}
-            log.write(json.dumps(record) + "\n")
+            log.write(jsonio.dumps(record) + "\n")      # a diverged loss is logged as null
             log.flush()
             progress.set_postfix(loss=f"{total.item():.3f}", cls=f"{losses['loss_cls'].item():.3f}",
                                  box=f"{losses['loss_box'].item():.3f}")
