@@ -18,7 +18,8 @@ setup(
     # rclpy and the message packages come from a ROS 2 install or from the
     # ROS 2 PyPI wheels in requirements.txt; torch is chosen per machine
     # (CPU wheel or CUDA build) by scripts/setup_env.sh.
-    install_requires=["numpy", "scipy", "PyYAML", "tqdm", "rosbags", "Pillow"],
+    install_requires=["numpy", "scipy", "PyYAML", "tqdm", "rosbags", "Pillow",
+                      "opencv-python-headless"],
     entry_points={"console_scripts": [
         "sparsecomp-generate = sparsecomp_core.data.synthetic.generate:main",
         "sparsecomp-train = sparsecomp_core.training.train:main",

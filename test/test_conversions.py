@@ -34,7 +34,7 @@ def test_images_round_trip_in_every_supported_encoding():
 
 
 @pytest.mark.parametrize("msg, reason", [
-    (Image(height=4, width=6, encoding="yuv422", step=12, data=bytes(48)), "encoding"),
+    (Image(height=4, width=6, encoding="32FC1", step=24, data=bytes(96)), "encoding"),
     (Image(height=4, width=6, encoding="rgb8", step=18, data=bytes(50)), "truncated"),
     (Image(height=4, width=6, encoding="rgb8", step=10, data=bytes(72)), "step"),
     (Image(height=0, width=0, encoding="rgb8", step=0, data=b""), "empty"),
