@@ -52,6 +52,30 @@ def standard_conditions(camera_names: list[str]) -> dict[str, Condition]:
             "dead": Condition("dead", dead=[first, side])}
 
 
+def data_cameras(dataset: SequenceDataset) -> list[str]:
+    """The camera channels of a data set (its sensor table), sorted."""
+    sensors = dataset.layout.tables["sensor"].values()
+    return sorted({s["channel"] for s in sensors if s.get("modality") == "camera"})
+
+
+def check_rig_matches_data(dataset: SequenceDataset, model_label: str = "the model",
+                           data_label: str | None = None) -> None:
+    """Raise ValueError unless the data set's cameras are exactly the rig's (by name; the
+    loader matches channels by name). A rig camera absent from the data would otherwise be
+    masked as failed in every frame, and a data camera absent from the rig silently ignored:
+    the run would look clean while measuring something else. A camera missing from single
+    samples is a fault the evaluation keeps (a dead camera)."""
+    rig, present = dataset.rig, data_cameras(dataset)
+    missing = [name for name in rig.camera_names if name not in present]
+    extra = [name for name in present if name not in rig.camera_names]
+    if missing or extra:
+        where = data_label or str(dataset.layout.root)
+        raise ValueError(
+            f"rig mismatch: {model_label} uses the cameras {rig.camera_names} (rig {rig.name!r}), but {where} has "
+            f"the cameras {present}; missing from the data: {missing}, not used by the model: {extra}. Evaluate a "
+            "checkpoint trained for this data's rig (or data recorded with the model's rig)")
+
+
 def apply_condition(frame: Frame, condition: Condition, camera_names: list[str], index: int, length: int,
                     rng: np.random.Generator) -> Frame:
     for cam, name in enumerate(camera_names):
@@ -108,6 +132,7 @@ def evaluate(model: SparseCompDetector, dataset: SequenceDataset, condition: Con
              seed: int = 0, progress: bool = True, max_frames: int | None = None,
              score_threshold: float = EVAL_SCORE_THRESHOLD) -> dict:
     """Stream every scene through the model; return the metric report."""
+    check_rig_matches_data(dataset)
     device = next(model.parameters()).device
     ranking = replace(model.postprocess_cfg, score_threshold=score_threshold)
     rng = np.random.default_rng(seed)
@@ -172,6 +197,7 @@ def main() -> None:
     args = parser.parse_args()
     model, model_cfg = load_detector(args.checkpoint, args.device)
     dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig())
+    check_rig_matches_data(dataset, args.checkpoint, f"{args.data_root}/{args.version}")
     condition = standard_conditions(dataset.rig.camera_names)[args.condition]
     report = evaluate(model, dataset, condition, args.variant)
     summary = {k: report[k] for k in ("condition", "variant", "frames", "mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE",

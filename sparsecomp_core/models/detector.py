@@ -1,6 +1,7 @@
 """The full model: cameras (+ LiDAR) -> completion -> BEV -> temporal query head -> boxes."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -8,7 +9,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..config import from_dict
+from ..config import from_dict, to_dict
 from ..geometry import Calibration
 from ..model_config import ModelConfig
 from .bev.grid import BEVGrid
@@ -161,10 +162,118 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
                               DynamicLoss(cfg.loss, grid), cfg.postprocess, view_levels, vt.use_completed_cameras)
 
 
-def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[SparseCompDetector, ModelConfig]:
-    """A detector in eval mode and its config from a file written by training ({"model", "model_config"})."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    cfg = from_dict(ModelConfig, state["model_config"])
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot give a detector: the message names the file and what is wrong."""
+
+
+_NOT_A_CHECKPOINT = "{path} is not a sparsecomp checkpoint (corrupt or not a torch file): {reason}"
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The informative part of a torch.load error (its messages run to a page)."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"unsupported global {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+    if found:
+        text = found.group(1)
+    text = text.split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_checkpoint(checkpoint: str | Path) -> dict:
+    """The dict stored in a torch checkpoint, read with ``weights_only=True`` (tensors and
+    plain containers only: no code runs while loading). Raises FileNotFoundError for a
+    missing file and CheckpointError for one torch cannot read safely."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(_NOT_A_CHECKPOINT.format(path=path, reason="the file is empty"))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:        # torch raises KeyError, EOFError, RuntimeError, UnpicklingError, ... here
+        if "Unsupported global" in str(exc):
+            raise CheckpointError(f"{path} holds Python objects that the safe loader (weights_only=True) refuses "
+                                  f"({_short_reason(exc)}); a sparsecomp checkpoint holds only tensors and plain "
+                                  "dicts, lists, numbers and strings") from exc
+        raise CheckpointError(_NOT_A_CHECKPOINT.format(path=path, reason=_short_reason(exc))) from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(_NOT_A_CHECKPOINT.format(path=path, reason=f"it holds a {type(state).__name__}, "
+                                                                         "not a dict"))
+    return state
+
+
+def checkpoint_model_config(checkpoint: str | Path, state: dict | None = None) -> ModelConfig:
+    """The ModelConfig stored in a checkpoint (``state``: the already-read dict).
+
+    A model file (``models/*.pt``, training's ``model.pt``) and a training checkpoint
+    (``last.pt``) written since training stores the model config in it both qualify;
+    an older ``last.pt`` or a bare state dict is refused with the file to use instead."""
+    path = Path(checkpoint)
+    state = read_checkpoint(path) if state is None else state
+    if "model_config" not in state:
+        if "train_config" in state or "optimizer" in state:
+            raise CheckpointError(
+                f"{path} is a training checkpoint (step {state.get('step', '?')}) without the model config (written "
+                f"before training stored it there): evaluate or deploy {path.parent / 'model.pt'}, which training "
+                "writes at its end, or resume training from this file with --resume")
+        what = "a bare state dict" if state and all(isinstance(v, Tensor) for v in state.values()) else \
+            f"a dict with keys {sorted(map(str, state))[:8]}"
+        raise CheckpointError(f"{path} is not a sparsecomp model checkpoint: it holds {what}, not "
+                              "{'model': state dict, 'model_config': dict} as training writes (model.pt, last.pt)")
+    if not isinstance(state["model_config"], dict):
+        raise CheckpointError(f"{path}: 'model_config' is a {type(state['model_config']).__name__}, not a dict")
+    try:
+        return from_dict(ModelConfig, state["model_config"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: its model config is not valid here: {exc}") from exc
+
+
+def checkpoint_cameras(checkpoint: str | Path) -> list[str]:
+    """The camera names, in model order, of the rig the checkpoint's model was built for."""
+    return checkpoint_model_config(checkpoint).load_rig().camera_names
+
+
+def save_model_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, **extra) -> Path:
+    """Write ``{"model": state dict, "model_config": plain dict, **extra}`` atomically (a
+    half-written file is never left under ``path``); loadable with ``weights_only=True``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "model_config": to_dict(cfg), **extra}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu", *,
+                  expected_cameras: Sequence[str] | None = None) -> tuple[SparseCompDetector, ModelConfig]:
+    """A detector in eval mode and its config from a checkpoint written by training
+    (``{"model", "model_config"}``: a model file or a ``last.pt`` that stores its config),
+    read safely (``weights_only=True``).
+
+    ``expected_cameras``: the camera names, in order, that the caller will feed; if the
+    checkpoint's rig differs (names or order) a ValueError names the file and both lists.
+    Errors: FileNotFoundError (no such file), CheckpointError (a ValueError: unreadable,
+    corrupt, not a sparsecomp checkpoint, a training checkpoint without the model config,
+    weights that do not fit the config)."""
+    path = Path(checkpoint)
+    state = read_checkpoint(path)
+    cfg = checkpoint_model_config(path, state)
+    try:
+        rig = cfg.load_rig()
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: the rig {cfg.rig!r} of its model config cannot be loaded: {exc}") from exc
+    if expected_cameras is not None and list(expected_cameras) != rig.camera_names:
+        raise ValueError(f"{path} was trained for the cameras {rig.camera_names} (rig {rig.name!r}), "
+                         f"but the expected cameras are {list(expected_cameras)}")
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path} has no 'model' state dict")
     model = build_detector(cfg)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit its model config {cfg.name!r}: {exc}") from exc
     return model.to(device).eval(), cfg

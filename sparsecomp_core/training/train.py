@@ -27,8 +27,8 @@ from .. import jsonio
 from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import SequenceDataset, StreamSampler, collate
-from ..model_config import load_model_config
-from ..models.detector import build_detector
+from ..model_config import ModelConfig, load_model_config
+from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
 from .freeze import apply_freeze_schedule, parameter_groups
 
 
@@ -79,11 +79,11 @@ def distributed() -> tuple[int, int, torch.device]:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, sampler: StreamSampler, step: int,
-                    cfg: TrainConfig) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-                "step": step, "train_config": to_dict(cfg), "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)                          # never leave a half-written checkpoint
+                    cfg: TrainConfig, model_cfg: ModelConfig) -> None:
+    """``last.pt``: everything --resume needs, plus the model config, so the file also loads
+    for evaluation (``load_detector``). Plain containers and tensors only (weights_only=True)."""
+    save_model_checkpoint(path, model, model_cfg, optimizer=optimizer.state_dict(), sampler=sampler.state_dict(),
+                          step=step, train_config=to_dict(cfg), torch_rng=torch.get_rng_state())
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
@@ -95,7 +95,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     image_size = (rig.image_height, rig.image_width)
     model = build_detector(model_cfg).to(device)
     if cfg.init_from:
-        state = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        state = read_checkpoint(cfg.init_from)
         model.load_state_dict(state["model"] if "model" in state else state)
     dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size)
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
@@ -104,7 +104,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     start_step = 0
     last = out / "last.pt"
     if resume and last.exists():
-        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(last)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         sampler.load_state_dict(checkpoint["sampler"])
@@ -157,9 +157,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             progress.set_postfix(loss=f"{total.item():.3f}", cls=f"{losses['loss_cls'].item():.3f}",
                                  box=f"{losses['loss_box'].item():.3f}")
         if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg)
+            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg, model_cfg)
     if rank == 0:
-        torch.save({"model": model.state_dict(), "model_config": to_dict(model_cfg)}, out / "model.pt")
+        save_model_checkpoint(out / "model.pt", model, model_cfg)
         log.close()
     if world > 1:
         dist.barrier()          # rank 0 hosts the store: nobody leaves while another still talks to it
