@@ -1,32 +1,41 @@
-"""Vehicle: the perception node with config/perception.yaml and the shipped
-Fast DDS large-message profile. Camera topics are remapped from
-<camera_prefix>/<camera>/image_raw (override with your driver's names)."""
-import os
+"""The perception node with config/perception.yaml and the shipped Fast DDS
+large-message profile (kept out when FASTDDS_DEFAULT_PROFILES_FILE is set).
 
-from ament_index_python.packages import get_package_share_directory
+    ros2 launch sparsecomp perception.launch.py [namespace:=car1] [checkpoint:=<model.pt>] [rig:=<name|yaml>]
+        [camera_prefix:=/sensing/camera] [points_topic:=/sensing/lidar/points] [params_file:=...] [use_sim_time:=true]
+
+Camera inputs are remapped from <camera_prefix>/<camera>/image_raw and
+camera_info for every camera of the model's rig (the rig named in the
+checkpoint's model config, or the `rig` argument). The logic is in
+sparsecomp_ros.launch_support, plain functions with tests.
+"""
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch_ros.actions import Node
 
-CAMERAS = ["CAM_FRONT_WIDE", "CAM_FRONT_TELE", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_REAR_LEFT",
-           "CAM_REAR_RIGHT", "CAM_REAR"]
+from sparsecomp_ros.launch_support import (DEFAULT_CAMERA_PREFIX, DEFAULT_POINTS_TOPIC, fastdds_profile_env,
+                                           perception_node_arguments)
+
+ARGUMENTS = [
+    ("namespace", "", "namespace of the node and its topics ('' = none)"),
+    ("params_file", "", "node parameters ('' = the shipped config/perception.yaml)"),
+    ("checkpoint", "", "model file ('' = model.checkpoint of params_file, else the shipped default)"),
+    ("rig", "", "camera rig name or YAML ('' = the rig of the model's config)"),
+    ("camera_prefix", DEFAULT_CAMERA_PREFIX, "camera topics: <camera_prefix>/<camera>/image_raw, camera_info"),
+    ("points_topic", DEFAULT_POINTS_TOPIC, "LiDAR PointCloud2 topic"),
+    ("use_sim_time", "false", "use /clock (bag replay)"),
+]
+
+
+def launch_setup(context, *args, **kwargs):
+    environment = getattr(context, "environment", None)      # launch >= Iron; else os.environ
+    actions = [SetEnvironmentVariable(name, value) for name, value in fastdds_profile_env(environment).items()]
+    actions.append(Node(package="sparsecomp", executable="perception_node", output="screen",
+                        **perception_node_arguments(context.launch_configurations)))
+    return actions
 
 
 def generate_launch_description():
-    share = get_package_share_directory("sparsecomp")
-    prefix = LaunchConfiguration("camera_prefix")
-    remaps = [("~/input/points", LaunchConfiguration("points_topic"))]
-    for camera in CAMERAS:
-        remaps += [(f"~/input/{camera.lower()}/image", [prefix, f"/{camera.lower()}/image_raw"]),
-                   (f"~/input/{camera.lower()}/camera_info", [prefix, f"/{camera.lower()}/camera_info"])]
-    return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "perception.yaml")),
-        DeclareLaunchArgument("camera_prefix", default_value="/sensing/camera"),
-        DeclareLaunchArgument("points_topic", default_value="/sensing/lidar/points"),
-        DeclareLaunchArgument("use_sim_time", default_value="false"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(share, "config", "fastdds_large_data.xml")),
-        Node(package="sparsecomp", executable="perception_node", name="sparsecomp_perception", output="screen",
-             parameters=[LaunchConfiguration("params_file"), {"use_sim_time": LaunchConfiguration("use_sim_time")}],
-             remappings=remaps),
-    ])
+    return LaunchDescription([DeclareLaunchArgument(name, default_value=default, description=description)
+                              for name, default, description in ARGUMENTS]
+                             + [OpaqueFunction(function=launch_setup)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import load_config
+from .config import ConfigError, load_config
 from .models.backbone import BackboneConfig
 from .models.bev.grid import BEVGridConfig
 from .models.bev.lidar import LidarConfig
@@ -13,9 +13,8 @@ from .models.completion.cascade import CascadeConfig
 from .models.head.dynamic_head import DynamicHeadConfig
 from .models.head.losses import DynamicLossConfig
 from .models.head.postprocess import PostProcessConfig
+from .resources import named_config
 from .rig import RigConfig, load_rig
-
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
 
 
 @dataclass
@@ -57,8 +56,10 @@ class ModelConfig:
 
 
 def load_model_config(name_or_path: str | Path) -> ModelConfig:
-    """``config/models/<name>.yaml`` or a YAML path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = MODEL_CONFIG_DIR / f"{name_or_path}.yaml"
+    """``config/models/<name>.yaml`` (source tree or installed share folder,
+    ``sparsecomp_core.resources``) or a YAML path."""
+    try:
+        path = named_config("models", name_or_path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no model config named {name_or_path!r}: {exc}") from exc
     return load_config(ModelConfig, path)

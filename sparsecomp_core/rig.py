@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
+from .config import ConfigError, load_config
 from .geometry import Calibration, cam2ego_from_heading, pinhole_intrinsics
-
-RIG_DIR = Path(__file__).resolve().parent.parent / "config" / "rigs"
+from .resources import named_config
 
 
 @dataclass
@@ -65,8 +64,10 @@ class RigConfig:
 
 
 def load_rig(name_or_path: str | Path) -> RigConfig:
-    """A rig from ``config/rigs/<name>.yaml`` or from a YAML path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = RIG_DIR / f"{name_or_path}.yaml"
+    """A rig from ``config/rigs/<name>.yaml`` (source tree or installed share
+    folder, ``sparsecomp_core.resources``) or from a YAML path."""
+    try:
+        path = named_config("rigs", name_or_path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no rig named {name_or_path!r}: {exc}") from exc
     return load_config(RigConfig, path)

@@ -31,8 +31,8 @@ from sparsecomp_core.data.nuscenes_layout import LIDAR_CHANNEL, NuScenesLayout
 from sparsecomp_core.rig import load_rig
 
 from .conversions import array_to_cloud, detections_to_msg, rgb_to_image, to_transform, us_to_stamp
+from .resources import msg_dir
 
-MSG_DIR = Path(__file__).resolve().parent.parent / "msg"
 EGO_FRAME, ODOM_FRAME, LIDAR_FRAME = "base_link", "odom", "lidar_top"
 
 
@@ -48,7 +48,7 @@ def typestore_with_our_messages():
     """The Kilted type store plus sparsecomp's message types."""
     store = get_typestore(Stores.ROS2_KILTED)
     types = {}
-    for path in sorted(MSG_DIR.glob("*.msg")):
+    for path in sorted(msg_dir().glob("*.msg")):     # msg/, or share/sparsecomp/msg when installed
         types.update(get_types_from_msg(path.read_text(), f"sparsecomp/msg/{path.stem}"))
     store.register(types)
     return store

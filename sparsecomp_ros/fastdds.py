@@ -4,24 +4,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sparsecomp_core.resources import share_path
+
 PROFILE_NAME = "fastdds_large_data.xml"
 PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def profile_path() -> Path:
-    """Path of config/fastdds_large_data.xml, from a source tree or a ROS install."""
-    source_tree = Path(__file__).resolve().parent.parent / "config" / PROFILE_NAME
-    if source_tree.is_file():
-        return source_tree
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        installed = Path(get_package_share_directory("sparsecomp")) / "config" / PROFILE_NAME
-    except Exception as exc:  # package index missing or package not installed
-        raise FileNotFoundError(f"cannot find {PROFILE_NAME}: not in the source tree "
-                                f"and no installed sparsecomp package ({exc})") from exc
-    if not installed.is_file():
-        raise FileNotFoundError(f"{installed} does not exist")
-    return installed
+    """Path of config/fastdds_large_data.xml, from a source tree or a ROS install
+    (``sparsecomp_ros.resources``); FileNotFoundError names the places looked in."""
+    return share_path("config", PROFILE_NAME)
 
 
 def large_message_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -33,3 +25,9 @@ def large_message_environment(base: dict[str, str] | None = None) -> dict[str, s
     env = dict(os.environ if base is None else base)
     env.setdefault(PROFILE_ENV, str(profile_path()))
     return env
+
+
+def use_large_message_profile() -> str:
+    """Select the shipped profile in this process's environment unless one is set
+    already; returns the profile in effect. Call before the first ROS context."""
+    return os.environ.setdefault(PROFILE_ENV, str(profile_path()))
