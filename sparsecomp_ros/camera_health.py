@@ -10,9 +10,15 @@ frame's reference time. The raw verdict of a frame is the first fault found
 in the order of the CameraStatus FAULT_* constants; the published verdict
 (``failed``, the cam_mask entry) changes only after ``fail_after``
 consecutive faulty frames or ``recover_after`` consecutive healthy ones.
+
+Every figure comes from what the camera delivered (header stamps, pixels),
+never from when the node got round to looking: a node that falls behind
+judges a frame with the image stored for it, and the frame rate is the median
+interval between image stamps, which a busy node cannot lower.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,8 +36,9 @@ FAULT_NAMES = {FAULT_NONE: "ok", FAULT_NO_FRAME: "no frame", FAULT_LOW_RATE: "lo
 @dataclass
 class HealthThresholds:
     timeout_s: float = 0.5                  # no image for longer than this: NO_FRAME
-    min_rate_hz: float = 4.0                # over the last rate_window_s
+    min_rate_hz: float = 4.0                # median stamp interval over the last rate_window_s
     rate_window_s: float = 2.0
+    min_rate_images: int = 3                # fewer images in the window: no rate verdict yet
     max_sync_offset_s: float = 0.06         # |image stamp - reference time|
     dark_level: float = 0.04                # grey level of a "dark" pixel (0..1)
     black_fraction: float = 0.97            # this many dark pixels: BLACK
@@ -94,51 +101,119 @@ def measure(current: np.ndarray, previous: np.ndarray | None, thresholds: Health
 
 
 @dataclass
-class CameraHealth:
-    """State of one camera. Feed images with ``observe``/``observe_bad``, ask
-    for a verdict per synchronised frame with ``assess``."""
-    name: str
-    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+class ImageVerdict:
+    """What the content of one image says, stored with the image so that a
+    frame is judged on the image it uses, not on whatever arrived last."""
+    figures: ImageFigures
+    fault: int = FAULT_NONE
+    detail: str = ""
+    unchanged_frames: int = 0
+
+
+@dataclass
+class Hysteresis:
+    """The published verdict: failed after ``fail_after`` consecutive faulty
+    frames, recovered after ``recover_after`` consecutive healthy ones."""
+    fail_after: int
+    recover_after: int
     failed: bool = False
     consecutive_faults: int = 0
     consecutive_ok: int = 0
+
+    def update(self, faulty: bool) -> bool:
+        if faulty:
+            self.consecutive_faults += 1
+            self.consecutive_ok = 0
+            if not self.failed and self.consecutive_faults >= self.fail_after:
+                self.failed = True
+        else:
+            self.consecutive_ok += 1
+            self.consecutive_faults = 0
+            if self.failed and self.consecutive_ok >= self.recover_after:
+                self.failed = False
+        return self.failed
+
+    def describe(self, fault_text: str) -> str:
+        """The status line: a recovering sensor says so instead of "failed: ok"."""
+        if self.failed and not fault_text:
+            return f"failed, recovering ({self.consecutive_ok}/{self.recover_after} healthy frames)"
+        return f"failed: {fault_text}" if self.failed else fault_text
+
+
+def median_rate_hz(stamps) -> float:
+    """Frames per second from the median interval between sorted stamps (s);
+    NaN with fewer than two stamps. A single gap (an outage, a dropped
+    message) does not lower it; a slow stream does."""
+    if len(stamps) < 2:
+        return math.nan
+    intervals = np.diff(np.asarray(stamps, dtype=np.float64))
+    middle = float(np.median(intervals))
+    return math.inf if middle <= 0 else 1.0 / middle
+
+
+@dataclass
+class CameraHealth:
+    """State of one camera. Feed images with ``observe``/``observe_bad`` (in
+    arrival order), ask for a verdict per synchronised frame with ``assess``."""
+    name: str
+    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
     unchanged_frames: int = 0
-    last_stamp: float | None = None
+    last_stamp: float | None = None             # newest stamp of any image, usable or not
+    last_good_stamp: float | None = None
+    last_bad_stamp: float | None = None
+    last_bad_reason: str = ""
+    bad_images: int = 0
     last_figures: ImageFigures = field(default_factory=ImageFigures)
     last_image_fault: int = FAULT_NONE
     last_image_detail: str = ""
     _previous: np.ndarray | None = None
     _arrivals: deque = field(default_factory=deque)
+    _hysteresis: Hysteresis | None = None
 
-    def observe(self, stamp: float, image: np.ndarray) -> ImageFigures:
+    def __post_init__(self) -> None:
+        self._hysteresis = Hysteresis(self.thresholds.fail_after, self.thresholds.recover_after)
+
+    @property
+    def failed(self) -> bool:
+        return self._hysteresis.failed
+
+    def observe(self, stamp: float, image: np.ndarray) -> ImageVerdict:
         """A decoded image [H, W, 3] (or [H, W]) uint8 arrived with this stamp (s)."""
         current = grey(image)
         figures = measure(current, self._previous, self.thresholds)
         self._previous = current
         self._arrived(stamp)
+        self.last_good_stamp = stamp if self.last_good_stamp is None else max(stamp, self.last_good_stamp)
         if not math.isnan(figures.frame_difference) and figures.frame_difference < self.thresholds.frozen_difference:
             self.unchanged_frames += 1
         else:
             self.unchanged_frames = 0
         self.last_figures = figures
         self.last_image_fault, self.last_image_detail = self._content_fault(figures)
-        return figures
+        return ImageVerdict(figures, self.last_image_fault, self.last_image_detail, self.unchanged_frames)
 
     def observe_bad(self, stamp: float, reason: str) -> None:
         """An image arrived but cannot be used (wrong size, encoding, step, truncated)."""
         self._arrived(stamp)
+        self.bad_images += 1
+        self.last_bad_stamp = stamp if self.last_bad_stamp is None else max(stamp, self.last_bad_stamp)
+        self.last_bad_reason = reason
         self.last_figures = ImageFigures()
         self.last_image_fault, self.last_image_detail = FAULT_BAD_FORMAT, reason
 
     def _arrived(self, stamp: float) -> None:
-        self.last_stamp = stamp
-        self._arrivals.append(stamp)
-        while self._arrivals and self._arrivals[0] < stamp - self.thresholds.rate_window_s:
+        self.last_stamp = stamp if self.last_stamp is None else max(stamp, self.last_stamp)
+        bisect.insort(self._arrivals, stamp)      # stamps, not arrival order: DDS may reorder
+        while self._arrivals and self._arrivals[0] < self.last_stamp - self.thresholds.rate_window_s:
             self._arrivals.popleft()
 
     def rate_hz(self, now: float) -> float:
-        recent = [s for s in self._arrivals if s > now - self.thresholds.rate_window_s]
-        return len(recent) / self.thresholds.rate_window_s
+        """Median-interval frame rate of the images stamped in the window before ``now`` (s);
+        NaN until ``min_rate_images`` images are in it."""
+        recent = [s for s in self._arrivals if now - self.thresholds.rate_window_s < s <= now]
+        if len(recent) < max(2, self.thresholds.min_rate_images):
+            return math.nan
+        return median_rate_hz(recent)
 
     def _content_fault(self, figures: ImageFigures) -> tuple[int, str]:
         t = self.thresholds
@@ -152,39 +227,47 @@ class CameraHealth:
             return FAULT_FROZEN, f"unchanged for {self.unchanged_frames} images"
         return FAULT_NONE, ""
 
-    def assess(self, reference_time: float, image_stamp: float | None) -> dict:
+    def assess(self, reference_time: float, image_stamp: float | None, verdict: ImageVerdict | None = None) -> dict:
         """Verdict for a synchronised frame at ``reference_time`` (s) that uses
-        the image stamped ``image_stamp`` (None: no image picked). Returns the
-        CameraStatus fields."""
+        the usable image stamped ``image_stamp`` (None: no usable image near
+        the frame) whose content verdict is ``verdict`` (None: the newest
+        image's). Returns the CameraStatus fields (``message`` is the full
+        status line, ``detail`` the fault's own text)."""
         t = self.thresholds
-        age = math.inf if self.last_stamp is None else reference_time - self.last_stamp
+        # Age of the newest image at the frame's time; an image newer than a frame the node
+        # is still working on makes it 0, never negative.
+        age = math.inf if self.last_stamp is None else max(0.0, reference_time - self.last_stamp)
         offset = math.nan if image_stamp is None else image_stamp - reference_time
-        rate = self.rate_hz(reference_time)
-        if self.last_stamp is None or age > t.timeout_s or image_stamp is None:
+        rate = self.rate_hz(max(reference_time, self.last_stamp or reference_time))
+        bad_is_newest = self.last_bad_stamp is not None and (
+            self.last_good_stamp is None or self.last_bad_stamp > self.last_good_stamp)
+        if self.last_stamp is None or age > t.timeout_s:
             reason, detail = FAULT_NO_FRAME, "no image" if self.last_stamp is None else f"last image {age:.2f} s old"
+        elif image_stamp is None and bad_is_newest:
+            reason, detail = FAULT_BAD_FORMAT, self.last_bad_reason
+        elif image_stamp is None:
+            reason, detail = FAULT_NO_FRAME, (f"no image within {t.max_sync_offset_s * 1e3:.0f} ms of the frame, "
+                                              f"newest {age * 1e3:.0f} ms before it")
         elif abs(offset) > t.max_sync_offset_s:
             reason, detail = FAULT_OUT_OF_SYNC, f"image {offset * 1e3:+.0f} ms from the frame"
-        elif self.last_image_fault != FAULT_NONE:
+        elif verdict is not None and verdict.fault != FAULT_NONE:
+            reason, detail = verdict.fault, verdict.detail
+        elif verdict is None and self.last_image_fault != FAULT_NONE:
             reason, detail = self.last_image_fault, self.last_image_detail
-        elif rate < t.min_rate_hz and reference_time - self._arrivals[0] >= t.rate_window_s * 0.5:
+        elif not math.isnan(rate) and rate < t.min_rate_hz:
             reason, detail = FAULT_LOW_RATE, f"{rate:.1f} Hz"
         else:
             reason, detail = FAULT_NONE, ""
-        if reason == FAULT_NONE:
-            self.consecutive_ok += 1
-            self.consecutive_faults = 0
-            if self.failed and self.consecutive_ok >= t.recover_after:
-                self.failed = False
-        else:
-            self.consecutive_faults += 1
-            self.consecutive_ok = 0
-            if not self.failed and self.consecutive_faults >= t.fail_after:
-                self.failed = True
-        figures = self.last_figures if image_stamp is not None else ImageFigures()
-        return {"name": self.name, "failed": self.failed, "reason": reason, "message": detail,
-                "image_age_s": age, "rate_hz": rate, "sync_offset_s": offset,
+        hysteresis = self._hysteresis
+        failed = hysteresis.update(reason != FAULT_NONE)
+        figures = (verdict.figures if verdict is not None else self.last_figures) if image_stamp is not None \
+            else ImageFigures()
+        fault_text = (detail or FAULT_NAMES[reason]) if reason != FAULT_NONE else ""
+        return {"name": self.name, "failed": failed, "reason": reason, "message": hysteresis.describe(fault_text),
+                "detail": detail, "image_age_s": age, "rate_hz": rate, "sync_offset_s": offset,
                 "mean_intensity": figures.mean_intensity, "dark_fraction": figures.dark_fraction,
                 "saturated_fraction": figures.saturated_fraction,
                 "textureless_fraction": figures.textureless_fraction, "frame_difference": figures.frame_difference,
-                "unchanged_frames": self.unchanged_frames, "consecutive_faults": self.consecutive_faults,
-                "consecutive_ok": self.consecutive_ok}
+                "unchanged_frames": verdict.unchanged_frames if verdict is not None else self.unchanged_frames,
+                "consecutive_faults": hysteresis.consecutive_faults, "consecutive_ok": hysteresis.consecutive_ok,
+                "bad_images": self.bad_images}

@@ -291,7 +291,8 @@ def detections_to_msg(detections: dict, header: Header, failed_cameras: list[str
 def health_to_msg(statuses: list[dict], header: Header) -> CameraHealth:
     """CameraHealth (one CameraStatus per camera) from CameraHealth.assess results."""
     return CameraHealth(header=header, cameras=[CameraStatus(
-        name=status["name"], failed=bool(status["failed"]), reason=int(status["reason"]), message=status["message"],
+        name=status["name"], failed=bool(status["failed"]), reason=int(status["reason"]),
+        message=status.get("detail", status["message"]),
         image_age_s=float(min(status["image_age_s"], 1e9)), rate_hz=float(status["rate_hz"]),
         sync_offset_s=float(status["sync_offset_s"]), mean_intensity=float(status["mean_intensity"]),
         dark_fraction=float(status["dark_fraction"]), saturated_fraction=float(status["saturated_fraction"]),
@@ -307,11 +308,11 @@ def health_to_diagnostics(statuses: list[dict], header: Header, node_name: str) 
     for status in statuses:
         level = DiagnosticStatus.ERROR if status["failed"] else (
             DiagnosticStatus.WARN if status["reason"] else DiagnosticStatus.OK)
-        text = "failed: " if status["failed"] else ""
         diagnostics.append(DiagnosticStatus(
             level=level, name=f"{node_name}: camera {status['name']}", hardware_id=status["name"],
-            message=text + (status["message"] or FAULT_NAMES[status["reason"]]),
+            message=status["message"] or FAULT_NAMES[status["reason"]],
             values=[KeyValue(key=k, value=f"{status[k]:.4g}" if isinstance(status[k], float) else str(status[k]))
                     for k in ("reason", "image_age_s", "rate_hz", "sync_offset_s", "mean_intensity", "dark_fraction",
-                              "saturated_fraction", "textureless_fraction", "unchanged_frames")]))
+                              "saturated_fraction", "textureless_fraction", "unchanged_frames", "bad_images")
+                    if k in status]))
     return DiagnosticArray(header=header, status=diagnostics)

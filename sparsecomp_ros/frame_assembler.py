@@ -1,65 +1,125 @@
-"""Synchronisation that survives a dead camera (no ROS imports).
+"""Synchronisation that survives a dead camera.
 
-Images are buffered per camera (a short time window). When the reference
-message arrives (the LiDAR sweep, or a reference camera), a frame is
-assembled from each camera's image nearest to the reference time within the
-slop; a camera with no such image is reported missing, and the frame is
-assembled anyway: a dead camera is a fault in cam_mask, never a stall.
-Messages older than the newest assembled frame minus the buffer window are
-dropped; time going backwards (a bag restarting) clears the buffers.
+Every camera's decoded images go into a ``message_filters.Cache`` of their
+own (ours from ``message_filters_compat`` where message_filters is not
+installed). A frame is assembled around a reference stamp (the LiDAR sweep,
+or a reference camera) from each camera's image nearest to it within the
+slop; a camera with no such image is reported missing and the frame is
+assembled anyway: a dead camera is a fault in cam_mask, never a stall. No
+ApproximateTime synchronizer: it emits a set only when every topic has a
+message, i.e. it stalls on exactly the fault we must survive.
+
+``settled`` says whether waiting could still improve a camera's pick: the
+node waits (bounded) for cameras that fire just after the reference.
+Time going backwards (a bag restarting) clears the caches. Stamps are
+integer nanoseconds.
 """
 from __future__ import annotations
 
-from collections import deque
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+from builtin_interfaces.msg import Time
+from std_msgs.msg import Header
+
+from .message_filters_compat import Cache, SimpleFilter, nearest_in_cache
+
+
+@dataclass
+class CachedImage:
+    """What a camera's cache holds: a header (for the stamp) and the decoded image with its verdict."""
+    header: Header
+    payload: Any
 
 
 @dataclass
 class AssembledFrame:
-    reference_us: int
+    reference_ns: int
     reference: Any                               # the reference message's payload (e.g. the cloud)
-    images: dict[str, tuple[int, Any] | None]    # camera -> (stamp_us, payload) or None
+    images: dict[str, tuple[int, Any] | None]    # camera -> (stamp_ns, payload) or None
+    nearest_ns: dict[str, int | None]            # camera -> nearest stamp even outside the slop (None: none cached)
     missing: list[str] = field(default_factory=list)
 
 
+def ns_to_time(stamp_ns: int) -> Time:
+    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+
+
+def time_to_ns(stamp) -> int:
+    """Nanoseconds of a builtin_interfaces Time or an rclpy Time."""
+    if hasattr(stamp, "nanoseconds"):
+        return int(stamp.nanoseconds)
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 class FrameAssembler:
-    def __init__(self, cameras: list[str], slop_us: int = 50_000, buffer_us: int = 1_000_000):
+    def __init__(self, cameras: list[str], slop_ns: int = 60_000_000, cache_size: int = 10):
         if not cameras:
             raise ValueError("need at least one camera")
-        self.cameras, self.slop_us, self.buffer_us = list(cameras), slop_us, buffer_us
-        self._buffers: dict[str, deque] = {c: deque() for c in self.cameras}
-        self.last_reference_us: int | None = None
+        if cache_size < 2:
+            raise ValueError(f"cache_size must be at least 2, got {cache_size}")
+        self.cameras, self.slop_ns, self.cache_size = list(cameras), int(slop_ns), int(cache_size)
+        self.last_reference_ns: int | None = None
+        self.reset()
 
-    def add_image(self, camera: str, stamp_us: int, payload: Any) -> None:
-        if camera not in self._buffers:
+    def reset(self) -> None:
+        self._inputs = {camera: SimpleFilter() for camera in self.cameras}
+        self._caches = {camera: Cache(self._inputs[camera], cache_size=self.cache_size) for camera in self.cameras}
+        self._stamps: dict[str, list[int]] = {camera: [] for camera in self.cameras}
+        self.last_reference_ns = None
+
+    def add_image(self, camera: str, stamp_ns: int, payload: Any) -> None:
+        if camera not in self._inputs:
             raise KeyError(f"unknown camera {camera!r}")
-        if self.last_reference_us is not None and stamp_us < self.last_reference_us - self.buffer_us:
+        if self.last_reference_ns is not None and stamp_ns < self.last_reference_ns - self.cache_span_ns():
             self.reset()                             # far older than the last frame: a new recording
-        buffer = self._buffers[camera]
-        buffer.append((stamp_us, payload))
-        while buffer and buffer[0][0] < stamp_us - self.buffer_us:
-            buffer.popleft()
+        self._inputs[camera].signalMessage(CachedImage(Header(stamp=ns_to_time(stamp_ns)), payload))
+        stamps = self._stamps[camera]
+        stamps.append(stamp_ns)
+        stamps.sort()
+        del stamps[: -self.cache_size]
 
-    def assemble(self, reference_us: int, reference: Any = None) -> AssembledFrame:
-        """The frame for a reference message stamped ``reference_us``."""
-        if self.last_reference_us is not None and reference_us < self.last_reference_us:
+    def cache_span_ns(self) -> int:
+        return max(1_000_000_000, 4 * self.slop_ns)
+
+    def latest_ns(self, camera: str) -> int | None:
+        stamps = self._stamps[camera]
+        return stamps[-1] if stamps else None
+
+    def period_ns(self, camera: str) -> int | None:
+        """Median interval between the camera's cached stamps."""
+        stamps = self._stamps[camera]
+        intervals = [b - a for a, b in zip(stamps, stamps[1:]) if b > a]
+        return int(statistics.median(intervals)) if intervals else None
+
+    def settled(self, camera: str, reference_ns: int) -> bool:
+        """True when no image still to come can be nearer to ``reference_ns`` than what is
+        cached: the camera already delivered one at or after the reference, or one so
+        close before it that the next (one period later) would be farther away."""
+        latest = self.latest_ns(camera)
+        if latest is None:
+            return False
+        if latest >= reference_ns:
+            return True
+        period = self.period_ns(camera)
+        return period is not None and reference_ns - latest <= period // 2
+
+    def assemble(self, reference_ns: int, reference: Any = None) -> AssembledFrame:
+        """The frame for a reference message stamped ``reference_ns``."""
+        if self.last_reference_ns is not None and reference_ns < self.last_reference_ns:
             self.reset()                             # time went backwards: a new recording
-        self.last_reference_us = reference_us
+        self.last_reference_ns = reference_ns
         images: dict[str, tuple[int, Any] | None] = {}
+        nearest_ns: dict[str, int | None] = {}
         missing = []
-        for camera, buffer in self._buffers.items():
-            best = min(buffer, key=lambda item: abs(item[0] - reference_us), default=None)
-            if best is None or abs(best[0] - reference_us) > self.slop_us:
+        for camera, cache in self._caches.items():
+            best = nearest_in_cache(cache, ns_to_time(reference_ns), self.cache_span_ns() * 1e-9)
+            stamp = None if best is None else time_to_ns(best.header.stamp)
+            nearest_ns[camera] = stamp
+            if stamp is None or abs(stamp - reference_ns) > self.slop_ns:
                 images[camera] = None
                 missing.append(camera)
             else:
-                images[camera] = best
-            while buffer and buffer[0][0] < reference_us - self.buffer_us:
-                buffer.popleft()
-        return AssembledFrame(reference_us, reference, images, missing)
-
-    def reset(self) -> None:
-        for buffer in self._buffers.values():
-            buffer.clear()
-        self.last_reference_us = None
+                images[camera] = (stamp, best.payload)
+        return AssembledFrame(reference_ns, reference, images, nearest_ns, missing)

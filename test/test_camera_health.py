@@ -99,3 +99,59 @@ def test_a_low_frame_rate_is_flagged(frames):
         health.observe(stamp, image)
         statuses.append(health.assess(stamp + 0.01, stamp))
     assert statuses[-1]["reason"] == FAULT_LOW_RATE and statuses[-1]["failed"]
+
+
+def noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (64, 128, 3), dtype=np.uint8)
+
+
+def test_a_healthy_5hz_camera_is_never_low_rate_from_start_or_after_an_outage():
+    health = CameraHealth("five_hz", HealthThresholds(min_rate_hz=4.0))
+    statuses = {}
+    stamps = [i * 0.2 for i in range(15)] + [4.0 + i * 0.2 for i in range(15)]   # 1 s outage at 2.8-4.0 s
+    for i, stamp in enumerate(stamps):
+        health.observe(stamp, noise(i))
+        statuses[stamp] = health.assess(stamp + 0.01, stamp)
+    assert all(s["reason"] != FAULT_LOW_RATE for s in statuses.values())
+    assert not any(s["failed"] for s in statuses.values())
+    assert statuses[stamps[-1]]["rate_hz"] == pytest.approx(5.0)
+
+
+def test_the_rate_is_the_stream_not_a_dropped_message():
+    health = CameraHealth("lossy")
+    stamps = [i * 0.1 for i in range(20) if i not in (7, 13)]        # two messages lost on the way
+    for i, stamp in enumerate(stamps):
+        health.observe(stamp, noise(i))
+    assert health.rate_hz(stamps[-1]) == pytest.approx(10.0)
+
+
+def test_a_camera_sending_only_undecodable_images_is_bad_format_not_no_frame():
+    health = CameraHealth("broken")
+    statuses = []
+    for i in range(6):
+        health.observe_bad(i * 0.1, "truncated: 100 bytes for step 384 x height 64")
+        statuses.append(health.assess(i * 0.1 + 0.01, None))
+    assert [s["reason"] for s in statuses] == [FAULT_BAD_FORMAT] * 6
+    assert statuses[-1]["failed"] and "truncated" in statuses[-1]["message"] and statuses[-1]["bad_images"] == 6
+    assert statuses[-1]["image_age_s"] == pytest.approx(0.01)
+
+
+def test_a_recovering_camera_says_so_and_never_failed_ok():
+    health = CameraHealth("recovering")
+    for i in range(4):
+        health.observe(i * 0.1, np.zeros((64, 128, 3), np.uint8))
+        health.assess(i * 0.1, i * 0.1)
+    health.observe(0.4, noise(1))
+    status = health.assess(0.4, 0.4)
+    assert status["failed"] and status["reason"] == FAULT_NONE
+    assert "recovering" in status["message"] and "ok" not in status["message"]
+    assert status["detail"] == ""
+
+
+def test_a_frame_is_judged_on_its_own_image_and_ages_are_never_negative():
+    health = CameraHealth("behind")
+    verdicts = [health.observe(i * 0.1, noise(i)) for i in range(5)]
+    black = health.observe(0.5, np.zeros((64, 128, 3), np.uint8))       # newer than the frame judged below
+    status = health.assess(0.3, 0.3, verdicts[3])                       # a node still working on the 0.3 s frame
+    assert status["reason"] == FAULT_NONE and status["image_age_s"] == 0.0
+    assert health.assess(0.5, 0.5, black)["reason"] == FAULT_BLACK

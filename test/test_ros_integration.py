@@ -90,7 +90,7 @@ def test_bad_messages_are_dropped_and_counted_and_the_node_keeps_publishing(runn
     t = 3_000_000
     assert driver.publish_frame(t, noise_images(cameras, 0))
     wrong = noise_images(cameras, 1)
-    wrong[cameras[0]] = Image(height=64, width=128, encoding="yuv422", step=256, data=bytes(64 * 256))
+    wrong[cameras[0]] = Image(height=64, width=128, encoding="32FC1", step=512, data=bytes(64 * 512))  # unsupported
     wrong[cameras[1]] = Image(height=64, width=128, encoding="rgb8", step=384, data=bytes(1000))     # truncated
     wrong[cameras[2]] = Image(height=64, width=128, encoding="rgb8", step=100, data=bytes(64 * 384))  # step < width*3
     assert driver.publish_frame(t + STEP_US, wrong)
@@ -102,10 +102,14 @@ def test_bad_messages_are_dropped_and_counted_and_the_node_keeps_publishing(runn
     assert node.poll() is None
     node_status = [s for d in driver.diagnostics for s in d.status if s.name.endswith(": node")][-1]
     dropped = {v.key: int(v.value) for v in node_status.values if v.key.startswith("dropped")}
-    assert dropped[f"dropped: image from {cameras[0]}"] == 1
-    assert dropped[f"dropped: image from {cameras[1]}"] == 1 and dropped[f"dropped: image from {cameras[2]}"] == 1
+    assert dropped["dropped: image: unsupported encoding"] == 1
+    assert dropped["dropped: image: truncated"] == 1 and dropped["dropped: image: bad step"] == 1
     assert dropped["dropped: time went backwards"] == 1
-    assert any(k.startswith("dropped: tf odom<-base_link") for k in dropped)
+    assert dropped["dropped: ego pose missing: temporal state reset"] >= 1
+    health = driver.health_at(t + STEP_US)
+    assert health[cameras[1]].reason == health[cameras[1]].FAULT_BAD_FORMAT       # reported as what it is
+    lidar = [s for d in driver.diagnostics for s in d.status if s.name.endswith(": lidar")]
+    assert any(s.level != s.OK for s in lidar)                                     # the NaN / empty clouds
 
 
 def test_a_converted_bag_replays_and_yields_detections(tmp_path, ros_env, ros_domain_id):
