@@ -10,8 +10,10 @@ camera faults injected partway, and show what happened.
    shipped Fast DDS large-message profile and use_sim_time.
 3. One third into the sequence a camera topic dies; two thirds in, another
    camera goes black. The node must flag both and keep publishing.
-4. Records the node's objects and camera health, and writes a BEV picture
-   per frame (LiDAR, ground truth outlines, detections), an animated GIF and
+4. Records the node's objects and camera health, and writes a picture per
+   frame (camera thumbnails in the rig's layout, failed ones marked with the
+   reason; a BEV with LiDAR, ground-truth outlines, detections, velocities,
+   ids and the failed cameras' fields of view), an animated GIF and
    summary.json, and prints frames in/out, latency, which cameras were
    masked when, and detections against ground truth.
 """
@@ -29,10 +31,9 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from PIL import Image as PILImage
-from PIL import ImageDraw
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from sparsecomp.msg import CameraHealth, DynamicObjectArray
 
 from sparsecomp_core.data.synthetic.generate import generate
@@ -41,9 +42,9 @@ from sparsecomp_core.evaluation.metrics import frame_matches
 
 from .bag_convert import camera_topic, convert
 from .camera_health import FAULT_NAMES
-from .conversions import cloud_to_array, stamp_to_us
+from .conversions import BadMessage, cloud_to_array, image_to_rgb, stamp_to_us
 from .fastdds import large_message_environment
-from .visualization import bev_image
+from .visualization import debug_picture
 
 REPO = Path(__file__).resolve().parent.parent
 NODE = "sparsecomp_perception"
@@ -59,10 +60,17 @@ def boxes_of(msg: DynamicObjectArray) -> dict:
 
 
 class Recorder(Node):
-    """Collects the node's outputs, the ground truth and the clouds (for pictures and latency)."""
+    """Collects the node's outputs, the ground truth and the clouds (for pictures and latency),
+    and with a ``rig`` the cameras' images (small copies, for the pictures' thumbnails)."""
 
-    def __init__(self, context):
+    def __init__(self, context, rig=None):
         super().__init__("sparsecomp_demo_recorder", context=context)
+        self.rig = rig
+        self.images: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for camera in rig.camera_names if rig is not None else ():
+            self.images[camera] = []
+            self.create_subscription(Image, camera_topic(camera, "image_raw"),
+                                     lambda msg, camera=camera: self.on_image(camera, msg), qos_profile_sensor_data)
         self.objects, self.health, self.truth, self.clouds, self.cloud_arrival = {}, {}, {}, {}, {}
         self.objects_arrival = {}
         self.create_subscription(DynamicObjectArray, f"/{NODE}/output/objects", self.on_objects, 50)
@@ -79,6 +87,14 @@ class Recorder(Node):
 
     def on_truth(self, msg):
         self.truth[stamp_to_us(msg.header.stamp)] = msg
+
+    def on_image(self, camera: str, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg)
+        except BadMessage:
+            return
+        step = max(1, rgb.shape[1] // 320)             # a thumbnail needs no more
+        self.images[camera].append((stamp_to_us(msg.header.stamp), rgb[::step, ::step].copy()))
 
     def on_cloud(self, msg):
         stamp = stamp_to_us(msg.header.stamp)
@@ -181,7 +197,8 @@ def main() -> None:
         print("[demo] converting it to a rosbag2 (MCAP) ...", flush=True)
         convert(data, "v1.0-demo", 0, bag)
     from sparsecomp_core.rig import load_rig
-    cameras = load_rig("default7").camera_names
+    rig = load_rig("default7")
+    cameras = rig.camera_names
     duration = args.frames / 10.0
 
     env = large_message_environment()
@@ -191,7 +208,7 @@ def main() -> None:
                                            "FASTDDS_DEFAULT_PROFILES_FILE")})
     context = rclpy.Context()
     rclpy.init(context=context)
-    recorder = Recorder(context)
+    recorder = Recorder(context, rig)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(recorder)
     node_log = open(out / "node.log", "w")
@@ -220,6 +237,15 @@ def main() -> None:
     rclpy.shutdown(context=context)
 
 
+def latest_image(images: list[tuple[int, np.ndarray]], stamp: int, max_age_us: int = 250_000) -> np.ndarray | None:
+    """The camera's newest image stamped at most 50 ms after ``stamp`` and at most ``max_age_us`` before it."""
+    best = None
+    for image_stamp, image in images:
+        if stamp - max_age_us <= image_stamp <= stamp + 50_000 and (best is None or image_stamp > best[0]):
+            best = (image_stamp, image)
+    return None if best is None else best[1]
+
+
 def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: float, frames_sent: int) -> None:
     stamps = sorted(recorder.clouds)
     if not stamps:
@@ -244,15 +270,14 @@ def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: 
             counts[phase]["gt"] += len(in_range)
             counts[phase]["det"] += len(preds)
             counts[phase]["hit"] += len(frame_matches(in_range, preds))
-        picture = bev_image(det or {"boxes": np.zeros((0, 10)), "labels": np.zeros(0)}, recorder.clouds[stamp],
-                            ground_truth=None if truth is None else truth["boxes"], resolution=0.25)
+        statuses = [{"name": c.name, "failed": c.failed, "reason": c.reason, "message": c.message}
+                    for c in recorder.health[stamp].cameras] if stamp in recorder.health else []
+        images = {camera: latest_image(seen, stamp) for camera, seen in recorder.images.items()}
+        picture = debug_picture(det or {"boxes": np.zeros((0, 10)), "labels": np.zeros(0)}, recorder.clouds[stamp],
+                                recorder.rig, images, statuses, truth, frame_index=index, time_s=t)
         canvas = PILImage.fromarray(picture)
-        draw = ImageDraw.Draw(canvas)
-        masked = [c.name for c in recorder.health[stamp].cameras if c.failed] if stamp in recorder.health else ["?"]
-        draw.text((4, 4), f"t={t:5.1f}s  objects {0 if det is None else len(det['labels'])}", fill=(255, 255, 255))
-        draw.text((4, 16), "masked: " + (", ".join(masked) or "none"), fill=(255, 120, 120) if masked else (160, 255, 160))
         canvas.save(out / "frames" / f"frame_{index:04d}.png")
-        pictures.append(canvas)
+        pictures.append(canvas.quantize(colors=255, method=PILImage.Quantize.FASTOCTREE))   # 10x faster GIF
     pictures[0].save(out / "summary.gif", save_all=True, append_images=pictures[1:], duration=100, loop=0)
     summary = {
         "frames_replayed": frames_sent, "frames_in": len(stamps),
