@@ -51,7 +51,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from sparsecomp_core.geometry import Calibration
-from sparsecomp_core.models.detector import FrameInputs, load_detector
+from sparsecomp_core.models.detector import CheckpointError, FrameInputs, load_detector
 
 from .camera_health import CameraHealth, HealthThresholds
 from .conversions import (BadMessage, CompressedDecoder, cloud_to_array, detections_to_msg, health_to_diagnostics,
@@ -190,13 +190,15 @@ class PerceptionNode(Node):
         if self.device.type == "cpu" and device == "auto":
             self.get_logger().warning("no CUDA device: running the model on the CPU (slow)")
         checkpoint = checkpoint or str(default_checkpoint())
-        self.model, self.model_config = load_detector(checkpoint, self.device)
+        try:
+            self.model, self.model_config = load_detector(checkpoint, self.device,
+                                                          expected_cameras=expected_cameras or None)
+        except CheckpointError as exc:
+            raise ParameterError("model.checkpoint", str(exc)) from exc
+        except ValueError as exc:   # trained for other cameras than this vehicle's
+            raise ParameterError("cameras", f"{exc}; use a model trained for this vehicle's cameras") from exc
         self.rig = self.model_config.load_rig()
         self.cameras = self.rig.camera_names
-        if expected_cameras and list(expected_cameras) != self.cameras:
-            raise ParameterError("cameras", f"{list(expected_cameras)} differ from the cameras {self.cameras} that "
-                                 f"the checkpoint {checkpoint} was trained for (rig {self.rig.name}); use a model "
-                                 "trained for this vehicle's cameras")
         self.reference = resolve_reference(reference, self.cameras)
         self.model.postprocess_cfg.score_threshold = self.score_threshold
         self.model.postprocess_cfg.max_objects = self.max_objects
