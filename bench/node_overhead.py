@@ -9,7 +9,9 @@ process, once per mode:
   whose callbacks only keep the message: what any ROS 2 consumer pays;
 - ``node``: the perception node with its model replaced by one that returns
   no objects: decode 7 images + cloud, sync, camera health, tf lookups,
-  building and publishing objects, camera health and diagnostics.
+  building and publishing objects, camera health and diagnostics (ingestion
+  on the executor thread, the frame on the inference worker: the CPU time
+  counts both).
 
 Per frame: the receiving process's CPU time (user + system, all threads,
 DDS included) and, for the node, the wall time in its callbacks (p50/p99).
@@ -154,7 +156,7 @@ def run_receiver(args) -> None:
         from sparsecomp_ros import perception_node
 
         cfg = load_model_config("full")
-        perception_node.load_detector = lambda checkpoint, device: (NullDetector(cfg), cfg)
+        perception_node.load_detector = lambda checkpoint, device, **kwargs: (NullDetector(cfg), cfg)
         frame_started = {"t": None}
         on_image, on_points = perception_node.PerceptionNode.on_image, perception_node.PerceptionNode.on_points
 
@@ -193,7 +195,10 @@ def run_receiver(args) -> None:
         result["callback_ms"] = {"p50": float(np.percentile(measured, 50)), "p99": float(np.percentile(measured, 99)),
                                  "mean": statistics.fmean(measured)}
     if args.mode == "node":
+        node.wait_until_idle(30.0)
         result["dropped"] = dict(node.dropped)
+        result["frames_out"], result["skipped_model_busy"] = node.frames_out, node.mailbox.skipped
+        result["processing"] = node.load.status()
         result["failed_cameras_last_frame"] = [n for n, h in node.health.items() if h.failed]
     print("RESULT " + json.dumps(result), flush=True)
     node.destroy_node()

@@ -62,7 +62,7 @@ from .image_batch import ImageBatcher
 from .lidar_health import LidarHealth, LidarThresholds
 from .resources import default_checkpoint
 from .tf_compat import Buffer, TransformListener
-from .visualization import Trails, bev_image, markers
+from .visualization import Trails, debug_picture, markers
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -422,7 +422,8 @@ class PerceptionNode(Node):
         inferred = time.perf_counter()
         if self._stop.is_set():
             return                                        # shutting down: the publishers may be gone
-        self.publish(detections[0], statuses, lidar_status, cam_mask[0], reference_ns, ego2global, cloud)
+        self.publish(detections[0], statuses, lidar_status, cam_mask[0], reference_ns, ego2global, cloud, frame,
+                     calibration)
         done = time.perf_counter()
         with self._lock:
             self.frames_out += 1
@@ -518,7 +519,8 @@ class PerceptionNode(Node):
 
     # --- outputs ------------------------------------------------------------------------------
     def publish(self, detections: dict, statuses: list[dict], lidar_status: dict, cam_mask: torch.Tensor,
-                reference_ns: int, ego2global: np.ndarray, cloud: np.ndarray) -> None:
+                reference_ns: int, ego2global: np.ndarray, cloud: np.ndarray, frame: AssembledFrame,
+                calibration: Calibration) -> None:
         stamp = RclpyTime(nanoseconds=reference_ns).to_msg()
         ego_header = Header(stamp=stamp, frame_id=self.ego_frame)
         det = {k: v.detach().cpu().numpy() for k, v in detections.items()}
@@ -544,8 +546,12 @@ class PerceptionNode(Node):
         self.trails.update(det["ids"], positions)
         if self.markers_pub.get_subscription_count():     # skip work nobody asked for
             self.markers_pub.publish(markers(det, ego_header, self.velocity_scale, self.trails, np.linalg.inv(ego2global)))
-        if self.bev_pub.get_subscription_count():
-            self.bev_pub.publish(rgb_to_image(bev_image(det, cloud), ego_header))
+        if self.bev_pub.get_subscription_count():      # thumbnails in rig layout, health, BEV, ids, failed views
+            thumbnails = {name: None if picked is None else health_view(picked[1][0])
+                          for name, picked in frame.images.items()}
+            picture = debug_picture(det, cloud, self.rig, thumbnails, statuses,
+                                    cam2ego=calibration.cam2ego[0].numpy(), time_s=reference_ns * 1e-9)
+            self.bev_pub.publish(rgb_to_image(picture, ego_header))
 
     def diagnostics_due(self, reference_ns: int, statuses: list[dict], lidar_status: dict,
                         node_status: DiagnosticStatus, load_status: DiagnosticStatus) -> bool:

@@ -325,3 +325,26 @@ def test_stopping_during_inference_publishes_nothing_more(node):
     assert entered.wait(60.0)
     node.stop()
     assert not node.worker.is_alive() and node.published["objects"] == []
+
+
+def test_the_debug_picture_marks_the_failed_camera_when_someone_watches(node):
+    from sparsecomp_ros.visualization import debug_layout
+    pictures = []
+    node.bev_pub.get_subscription_count = lambda: 1
+    node.bev_pub.publish = pictures.append
+    dead = node.cameras[2]
+    for step in range(4):
+        t = 1_000 * MS + step * 100 * MS
+        add_pose(node, t)
+        feed_frame(node, t, skip=(dead,) if step >= 1 else ())
+    picture = np.frombuffer(pictures[-1].data, np.uint8).reshape(pictures[-1].height, pictures[-1].width, 3)
+    layout = debug_layout(node.rig, (picture.shape[1], picture.shape[0]))
+
+    def frame_colour(name):
+        left, top, right, _ = layout.thumbs[name].frame
+        return picture[top, (left + right) // 2].astype(int)
+
+    red = frame_colour(dead)
+    assert red[0] > 150 and red[1] < 100 and red[2] < 100              # the failed camera's frame is red
+    healthy = frame_colour(node.cameras[0])
+    assert not (healthy[0] > 150 and healthy[1] < 100)
