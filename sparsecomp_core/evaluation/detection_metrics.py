@@ -6,7 +6,9 @@ by descending score on 2D centre distance, precision over 101 recall points,
 AP over recall >= 0.1 with precision above 0.1, TP errors (ATE, ASE, AOE,
 AVE) at the 2 m threshold averaged over the matched recall range.
 
-Boxes are rows [x, y, z, l, w, h, yaw, vx, vy, vz].
+Boxes are rows [x, y, z, l, w, h, yaw, vx, vy, vz]. With ``with_attributes`` the
+attribute error (AAE: 1 - attribute accuracy, undefined where the ground truth has
+no attribute) is accumulated too, as the devkit does.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ MIN_RECALL = 0.1
 MIN_PRECISION = 0.1
 RECALL_POINTS = 101
 TP_METRICS = ("trans_err", "scale_err", "orient_err", "vel_err")
+ATTRIBUTE_METRIC = "attr_err"
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Detection:
     score: float = 1.0
     occlusion: int = 0
     track_id: int = -1
+    attribute: str = ""        # nuScenes attribute name ("" = none)
 
 
 @dataclass
@@ -43,7 +47,7 @@ class MetricData:
     @classmethod
     def no_predictions(cls) -> "MetricData":
         return cls(np.linspace(0, 1, RECALL_POINTS), np.zeros(RECALL_POINTS), np.zeros(RECALL_POINTS),
-                   {m: np.ones(RECALL_POINTS) for m in TP_METRICS})
+                   {m: np.ones(RECALL_POINTS) for m in (*TP_METRICS, ATTRIBUTE_METRIC)})
 
     @property
     def max_recall_index(self) -> int:
@@ -72,8 +76,10 @@ def scale_iou(gt: np.ndarray, pred: np.ndarray) -> float:
 
 
 def accumulate(gts: dict[str, list[Detection]], preds: list[Detection], label: int, distance_threshold: float,
-               yaw_period: float = 2 * math.pi, has_velocity: bool = True, has_orientation: bool = True) -> MetricData:
+               yaw_period: float = 2 * math.pi, has_velocity: bool = True, has_orientation: bool = True,
+               with_attributes: bool = False) -> MetricData:
     """Precision/recall and TP errors of one class at one distance threshold."""
+    metrics = (*TP_METRICS, ATTRIBUTE_METRIC) if with_attributes else TP_METRICS
     num_gt = sum(1 for boxes in gts.values() for g in boxes if g.label == label)
     if num_gt == 0:
         return MetricData.no_predictions()
@@ -81,7 +87,7 @@ def accumulate(gts: dict[str, list[Detection]], preds: list[Detection], label: i
     order = sorted(range(len(candidates)), key=lambda i: candidates[i].score)[::-1]
     taken: set[tuple[str, int]] = set()
     tp, fp, conf = [], [], []
-    matched = {m: [] for m in TP_METRICS}
+    matched = {m: [] for m in metrics}
     matched_conf = []
     for index in order:
         pred = candidates[index]
@@ -100,6 +106,8 @@ def accumulate(gts: dict[str, list[Detection]], preds: list[Detection], label: i
             matched["scale_err"].append(1 - scale_iou(gt.box, pred.box))
             matched["orient_err"].append(yaw_difference(gt.box[6], pred.box[6], yaw_period) if has_orientation else np.nan)
             matched["vel_err"].append(float(np.linalg.norm(gt.box[7:9] - pred.box[7:9])) if has_velocity else np.nan)
+            if with_attributes:
+                matched[ATTRIBUTE_METRIC].append(np.nan if not gt.attribute else 1.0 - float(gt.attribute == pred.attribute))
             matched_conf.append(pred.score)
         else:
             tp.append(0)
@@ -113,7 +121,7 @@ def accumulate(gts: dict[str, list[Detection]], preds: list[Detection], label: i
     precision = np.interp(recall_points, recall, precision, right=0)
     confidence = np.interp(recall_points, recall, np.array(conf), right=0)
     errors = {}
-    for metric in TP_METRICS:
+    for metric in metrics:
         running = cummean(np.array(matched[metric], dtype=float))
         errors[metric] = np.interp(confidence[::-1], np.array(matched_conf)[::-1], running[::-1])[::-1]
     return MetricData(recall_points, precision, confidence, errors)

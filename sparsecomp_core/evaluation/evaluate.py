@@ -4,7 +4,15 @@ condition and a cascade variant, and report detection, occlusion and id metrics.
     python -m sparsecomp_core.evaluation.evaluate --checkpoint models/tiny_default.pt \
         --data-root data/synthetic --version v1.0-synthetic-val \
         [--condition clean|crash1|crash2|frame_lost|dead] [--variant full|none|temporal|vae|planning|v1|no_lidar]
-        [--out report.json]
+        [--protocol sparsecomp|nuscenes] [--split NAME] [--out report.json] [--results-out submission.json]
+    python -m sparsecomp_core.evaluation.evaluate --results submission.json \
+        --data-root data/synthetic --version v1.0-synthetic-val [--split NAME] [--out report.json]
+
+Protocols: ``sparsecomp`` (default; metrics.py: our 8 classes where the model's BEV
+grid reaches, NDS without the attribute term, occlusion accuracy, id switches) and
+``nuscenes`` (nuscenes_protocol.py: the devkit's DetectionEval on the submission).
+``--results-out`` writes the run's nuScenes detection submission; ``--results``
+evaluates such a file instead of running a model.
 
 Conditions (nuScenes-C style, plus a topic that dies):
 - crash1 / crash2: the same 1 or 2 cameras are black for whole sequences;
@@ -26,7 +34,10 @@ from tqdm import tqdm
 
 from .. import jsonio
 from ..data.dataset import Frame, SequenceDataset, collate
+from ..data.nuscenes_layout import NuScenesLayout
+from ..model_config import ModelConfig
 from ..models.detector import SparseCompDetector, load_detector
+from . import nuscenes_protocol
 from .detection_metrics import Detection
 from .metrics import detection_report, tracking_report
 
@@ -128,19 +139,39 @@ def cascade_variant(model: SparseCompDetector, variant: str):
 EVAL_SCORE_THRESHOLD = 0.01      # AP ranks all boxes (as nuScenes does); the node's threshold is an operating point
 
 
-def evaluate(model: SparseCompDetector, dataset: SequenceDataset, condition: Condition, variant: str = "full",
-             seed: int = 0, progress: bool = True, max_frames: int | None = None,
-             score_threshold: float = EVAL_SCORE_THRESHOLD) -> dict:
-    """Stream every scene through the model; return the metric report."""
+@dataclass
+class EvaluationRun:
+    """What a model run over a data set produced, for every protocol: per-frame ground
+    truth (ego frame, within the BEV grid) and detections, sequences for the tracking
+    metrics, and the global-frame detections per sample token (the submission)."""
+    condition: str
+    variant: str
+    gts: dict[str, list[Detection]] = field(default_factory=dict)
+    preds: list[Detection] = field(default_factory=list)
+    sequences: dict[str, list] = field(default_factory=dict)
+    results: dict[str, list[dict]] = field(default_factory=dict)       # sample token -> nuScenes result boxes
+    masked: int = 0
+    total_cameras: int = 0
+
+    def report(self) -> dict:
+        """Our protocol: 8 classes within the model's BEV grid, occlusion and ids."""
+        report = detection_report(self.gts, self.preds)
+        report.update(tracking_report(self.sequences))
+        report.update(condition=self.condition, variant=self.variant, frames=len(self.gts),
+                      masked_camera_fraction=self.masked / max(self.total_cameras, 1))
+        return report
+
+
+def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Condition, variant: str = "full",
+              seed: int = 0, progress: bool = True, max_frames: int | None = None,
+              score_threshold: float = EVAL_SCORE_THRESHOLD) -> EvaluationRun:
+    """Stream every scene through the model under ``condition`` / ``variant``."""
     check_rig_matches_data(dataset)
     device = next(model.parameters()).device
     ranking = replace(model.postprocess_cfg, score_threshold=score_threshold)
     rng = np.random.default_rng(seed)
     names = dataset.rig.camera_names
-    gts: dict[str, list[Detection]] = {}
-    preds: list[Detection] = []
-    sequences: dict[str, list] = {}
-    masked = total_cameras = 0
+    run = EvaluationRun(condition.name, variant)
     frames_total = sum(dataset.scene_length(s) for s in range(len(dataset.scenes)))
     bar = tqdm(total=min(frames_total, max_frames or frames_total), desc=f"{condition.name}/{variant}",
                disable=not progress, dynamic_ncols=True)
@@ -161,50 +192,110 @@ def evaluate(model: SparseCompDetector, dataset: SequenceDataset, condition: Con
                 inputs.cam_mask = health_mask(inputs.images, ~inputs.cam_mask)
                 if variant == "no_lidar":
                     inputs.lidar_points = [torch.zeros(0, 4)]
-                masked += int(inputs.cam_mask.sum())
-                total_cameras += inputs.cam_mask.numel()
+                run.masked += int(inputs.cam_mask.sum())
+                run.total_cameras += inputs.cam_mask.numel()
                 detections, state = model.infer(inputs.to(device), state, ranking)
                 sample = f"{frame.sequence_id}/{index}"
                 tokens = {t: i for i, t in enumerate(dict.fromkeys(target["instance_tokens"]))}
-                gts[sample] = [Detection(sample, b.numpy().astype(np.float64), int(l), 1.0, int(o), tokens[t])
-                               for b, l, o, t in zip(target["boxes"], target["labels"], target["occlusion"],
-                                                     target["instance_tokens"])]
+                run.gts[sample] = [Detection(sample, b.numpy().astype(np.float64), int(l), 1.0, int(o), tokens[t])
+                                   for b, l, o, t in zip(target["boxes"], target["labels"], target["occlusion"],
+                                                         target["instance_tokens"])]
                 det = detections[0]
                 frame_preds = [Detection(sample, b.cpu().numpy().astype(np.float64), int(l), float(s), int(o), int(i))
                                for b, l, s, o, i in zip(det["boxes"], det["labels"], det["scores"], det["occlusion"],
                                                         det["ids"])]
-                preds.extend(frame_preds)
-                sequences.setdefault(frame.sequence_id, []).append((gts[sample], frame_preds))
+                run.preds.extend(frame_preds)
+                run.sequences.setdefault(frame.sequence_id, []).append((run.gts[sample], frame_preds))
+                token = dataset.scenes[scene][1][index]
+                ego2global = frame.ego2global.numpy().astype(np.float64)
+                run.results[token] = [nuscenes_protocol.submission_box(token, p.box, p.label, p.score, ego2global)
+                                      for p in frame_preds]
                 bar.update(1)
     bar.close()
-    report = detection_report(gts, preds)
-    report.update(tracking_report(sequences))
-    report.update(condition=condition.name, variant=variant, frames=len(gts),
-                  masked_camera_fraction=masked / max(total_cameras, 1))
-    return report
+    return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Evaluate a trained sparsecomp model.")
-    parser.add_argument("--checkpoint", required=True)
+def evaluate(model: SparseCompDetector, dataset: SequenceDataset, condition: Condition, variant: str = "full",
+             seed: int = 0, progress: bool = True, max_frames: int | None = None,
+             score_threshold: float = EVAL_SCORE_THRESHOLD) -> dict:
+    """Stream every scene through the model; return our protocol's metric report."""
+    return run_model(model, dataset, condition, variant, seed, progress, max_frames, score_threshold).report()
+
+
+def submission_meta(model: SparseCompDetector, model_cfg: ModelConfig, variant: str) -> dict:
+    """The submission's meta block for this model and variant."""
+    return {"use_camera": True, "use_lidar": model.lidar is not None and variant != "no_lidar", "use_radar": False,
+            "use_map": False, "use_external": bool(model_cfg.backbone.pretrained)}
+
+
+SUMMARY_KEYS = {"sparsecomp": ("condition", "variant", "frames", "mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE",
+                               "occlusion_accuracy", "id_switches", "masked_camera_fraction"),
+                "nuscenes": ("protocol", "condition", "variant", "samples", "mAP", "NDS", "mATE", "mASE", "mAOE",
+                             "mAVE", "mAAE", "classes_without_gt")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a trained sparsecomp model (or an existing nuScenes submission file).")
+    parser.add_argument("--checkpoint", help="model to run (not with --results)")
+    parser.add_argument("--results", help="evaluate this nuScenes submission JSON instead of running a model "
+                                          "(implies --protocol nuscenes)")
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--version", default="v1.0-synthetic-val")
+    parser.add_argument("--split", help="a custom split of <data-root>/<version>/splits.json (default: every scene "
+                                        "of the version; generated sets have the split 'all')")
+    parser.add_argument("--protocol", choices=["sparsecomp", "nuscenes"],
+                        help="sparsecomp: our 8 classes within the BEV grid, NDS without attributes, occlusion and "
+                             "ids (default when running a model); nuscenes: the devkit's DetectionEval protocol")
     parser.add_argument("--condition", default="clean", choices=["clean", "crash1", "crash2", "frame_lost", "dead"])
     parser.add_argument("--variant", default="full",
                         choices=["full", "full_vae", "none", "temporal", "vae", "planning", "v1", "v2", "no_lidar"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    model, model_cfg = load_detector(args.checkpoint, args.device)
-    dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig())
-    check_rig_matches_data(dataset, args.checkpoint, f"{args.data_root}/{args.version}")
-    condition = standard_conditions(dataset.rig.camera_names)[args.condition]
-    report = evaluate(model, dataset, condition, args.variant)
-    summary = {k: report[k] for k in ("condition", "variant", "frames", "mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE",
-                                      "occlusion_accuracy", "id_switches", "masked_camera_fraction")}
+    parser.add_argument("--out", help="write the full metric report (JSON) here")
+    parser.add_argument("--results-out", help="write the nuScenes detection submission (JSON) of the model run here")
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.results is None):
+        parser.error("give either --checkpoint (run a model) or --results (evaluate a submission file)")
+    if args.results is not None:
+        if args.protocol == "sparsecomp":
+            parser.error("--results is evaluated with --protocol nuscenes (a submission has nuScenes classes in the "
+                         "global frame, no occlusion or ids, and no model grid to restrict it to)")
+        if args.results_out:
+            parser.error("--results-out needs a model run (--checkpoint)")
+    protocol = args.protocol or ("nuscenes" if args.results else "sparsecomp")
+    scene_names = None if args.split is None else nuscenes_protocol.split_scenes(args.data_root, args.version, args.split)
+
+    if args.results is not None:
+        layout = NuScenesLayout(args.data_root, args.version)
+        content = nuscenes_protocol.load_submission(args.results)
+        report = nuscenes_protocol.evaluate_submission(content, layout, nuscenes_protocol.split_samples(layout, scene_names))
+        report.update(condition=None, variant=None, results=Path(args.results).name)
+    else:
+        model, model_cfg = load_detector(args.checkpoint, args.device)
+        dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig())
+        check_rig_matches_data(dataset, args.checkpoint, f"{args.data_root}/{args.version}")
+        if scene_names is not None:
+            dataset.scenes = [scene for scene in dataset.scenes if scene[0] in set(scene_names)]
+        condition = standard_conditions(dataset.rig.camera_names)[args.condition]
+        run = run_model(model, dataset, condition, args.variant)
+        content = nuscenes_protocol.submission(run.results, **submission_meta(model, model_cfg, args.variant))
+        if args.results_out:
+            nuscenes_protocol.write_submission(args.results_out, content)
+        if protocol == "nuscenes":
+            samples = [t for t in nuscenes_protocol.split_samples(dataset.layout) if t in run.results]
+            report = nuscenes_protocol.evaluate_submission(content, dataset.layout, samples)
+            report.update(condition=condition.name, variant=args.variant,
+                          masked_camera_fraction=run.masked / max(run.total_cameras, 1))
+        else:
+            report = run.report()
+        report["checkpoint"] = Path(args.checkpoint).name
+    summary = {k: report[k] for k in SUMMARY_KEYS[protocol]}
+    if protocol == "nuscenes":
+        summary["AP"] = {name: round(c["ap_mean"], 4) for name, c in report["per_class"].items()}
     print(jsonio.dumps(summary, indent=2))
     if args.out:
         Path(args.out).write_text(jsonio.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

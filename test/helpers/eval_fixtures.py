@@ -23,6 +23,6 @@ def micro_checkpoint(path: Path, seed: int = 0, **overrides) -> Path:
 
 
 def small_dataset(root: Path, version: str = "v1.0-eval", rig: str = "default7", seed: int = 9, scenes: int = 1,
-                  frames: int = 4) -> Path:
-    generate(root, version, rig, seed=seed, scenes=scenes, frames=frames, **SMALL_DATA)
+                  frames: int = 4, **overrides) -> Path:
+    generate(root, version, rig, seed=seed, scenes=scenes, frames=frames, **{**SMALL_DATA, **overrides})
     return root

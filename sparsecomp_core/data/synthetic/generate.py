@@ -7,10 +7,19 @@ Each scene is a deterministic function of (seed, scene index): 10 Hz
 keyframes with microsecond timestamps, all cameras of the rig, one LiDAR
 (LIDAR_TOP), ego poses, and annotations of the objects within range with
 visibility measured from the rendered rays (nuScenes visibility bins).
+
+The result opens in nuscenes-devkit as it is (``NuScenes(version, dataroot)``,
+``get_sample_data`` on every channel, ``DetectionEval`` with ``eval_set="all"``):
+one sensor row per channel, a map table with one record listing every log and
+a small placeholder mask PNG, ``<version>/splits.json`` with the custom split
+``all`` (every scene), nuScenes attributes on every annotation of a class that
+has them, and ``num_lidar_pts`` counted the way the devkit counts points in a
+box (``points_in_box``: inside or on the box, from the written point cloud).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -27,6 +36,11 @@ from .world import World, WorldConfig
 FRAME_INTERVAL_US = 100_000
 LIDAR_POSITION = (0.95, 0.0, 1.85)
 ANNOTATION_RANGE_M = 60.0
+SPLIT_NAME = "all"                        # the custom split (splits.json) holding every scene
+# The nuScenes attributes (all written to the attribute table, in this order).
+ATTRIBUTES = ("vehicle.moving", "vehicle.stopped", "vehicle.parked", "cycle.with_rider", "cycle.without_rider",
+              "pedestrian.sitting_lying_down", "pedestrian.standing", "pedestrian.moving")
+MOVING_SPEED = 0.2                        # m/s: above it an actor is "moving" (as nuScenes baselines threshold)
 
 
 def yaw_matrix(yaw: float) -> np.ndarray:
@@ -42,13 +56,54 @@ def boxes_to_ego(boxes: np.ndarray, ego2global: np.ndarray) -> np.ndarray:
     return out
 
 
+def annotation_attribute(label: int, speed: float) -> str | None:
+    """The nuScenes attribute of an actor of our class ``label`` moving at ``speed`` m/s
+    (None for barriers and pillars, which have none). Generated vehicles either drive
+    or are parked; people always walk."""
+    if label in (0, 1, 2):
+        return "vehicle.moving" if speed > MOVING_SPEED else "vehicle.parked"
+    if label == 3:
+        return "pedestrian.moving" if speed > MOVING_SPEED else "pedestrian.standing"
+    if label in (4, 5):
+        return GENERATED_CATEGORIES[label][1]
+    return None
+
+
+def points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Number of points [N, 3] inside or on each box [M, >= 7] (x, y, z, l, w, h, yaw; same
+    frame): the devkit's ``points_in_box`` test (0 <= projection <= edge along each axis)."""
+    counts = np.zeros(len(boxes), dtype=np.int64)
+    for index, box in enumerate(boxes):
+        reach = 0.5 * float(np.linalg.norm(box[3:6])) + 1e-3
+        near = np.flatnonzero(np.abs(points[:, :3] - box[:3]).max(axis=1) <= reach)
+        if len(near) == 0:
+            continue
+        offset = points[near, :3] - box[:3]
+        cos, sin = math.cos(box[6]), math.sin(box[6])
+        along = offset[:, 0] * cos + offset[:, 1] * sin
+        across = -offset[:, 0] * sin + offset[:, 1] * cos
+        inside = (np.abs(along) <= box[3] / 2) & (np.abs(across) <= box[4] / 2) & (np.abs(offset[:, 2]) <= box[5] / 2)
+        counts[index] = int(inside.sum())
+    return counts
+
+
 def scene_world(seed: int, scene_index: int, frames: int) -> World:
     """The world of scene ``scene_index`` of a data set generated with ``seed``."""
     return World(seed * 100_003 + scene_index, WorldConfig(duration_s=frames / 10.0 + 1.0))
 
 
 def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: int, rig_name: str, frames: int,
-                   image_size: tuple[int, int] | None, lidar_beams: int, lidar_azimuths: int) -> None:
+                   image_size: tuple[int, int] | None, lidar_beams: int, lidar_azimuths: int,
+                   sensors: dict[str, str] | None = None) -> None:
+    """One scene into ``writer``; ``sensors`` (channel -> sensor token) is shared by all
+    scenes of a data set, so each channel has one sensor row, as in nuScenes."""
+    sensors = {} if sensors is None else sensors
+
+    def sensor_token(channel: str, modality: str) -> str:
+        if channel not in sensors:
+            sensors[channel] = writer.add("sensor", channel=channel, modality=modality)
+        return sensors[channel]
+
     rng = np.random.default_rng(seed * 100_003 + scene_index)
     world = scene_world(seed, scene_index, frames)
     ground = GroundTexture(world.road)
@@ -64,14 +119,14 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
 
     calibrated = {}
     for cam, spec in enumerate(rig.cameras):
-        sensor = writer.add("sensor", channel=spec.name, modality="camera")
+        sensor = sensor_token(spec.name, "camera")
         intrinsic = calibration.intrinsics[0, cam].double().numpy().copy()
         intrinsic[0, 2] -= 0.5                                      # written in the OpenCV convention
         intrinsic[1, 2] -= 0.5
         cam2ego = calibration.cam2ego[0, cam].double().numpy()
         calibrated[spec.name] = writer.add("calibrated_sensor", sensor_token=sensor, translation=cam2ego[:3, 3].tolist(),
                                            rotation=quaternion_wxyz(cam2ego[:3, :3]), camera_intrinsic=intrinsic.tolist())
-    lidar_sensor = writer.add("sensor", channel=LIDAR_CHANNEL, modality="lidar")
+    lidar_sensor = sensor_token(LIDAR_CHANNEL, "lidar")
     lidar2ego = np.eye(4)
     lidar2ego[:3, 3] = LIDAR_POSITION
     calibrated[LIDAR_CHANNEL] = writer.add("calibrated_sensor", sensor_token=lidar_sensor, translation=list(LIDAR_POSITION),
@@ -123,13 +178,17 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
         (root / filename).parent.mkdir(parents=True, exist_ok=True)
         points.tofile(root / filename)
         add_data(LIDAR_CHANNEL, filename, "pcd", (0, 0))
+        written = points[:, :3].astype(np.float64) @ lidar2ego[:3, :3].T + lidar2ego[:3, 3]
+        in_box = points_in_boxes(written, ego_boxes[near])
 
         for local, actor in enumerate(near):
             in_range = np.linalg.norm(ego_boxes[actor, :2]) < ANNOTATION_RANGE_M
             if not in_range or (counts[local] == 0 and visible[local] == 0):
                 continue
             label = int(labels[actor])
-            category, attribute = GENERATED_CATEGORIES[label]
+            category = GENERATED_CATEGORIES[label][0]
+            actor_record = world.actors[actor]
+            attribute = annotation_attribute(label, math.hypot(actor_record.speed, actor_record.lateral_speed))
             if actor not in instances:
                 instances[actor] = {"token": writer.add("instance", category_token=writer.category_token(category),
                                                         nbr_annotations=0, first_annotation_token="",
@@ -143,7 +202,7 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
                                attribute_tokens=[writer.attribute_token(attribute)] if attribute else [],
                                translation=box[:3].tolist(), size=[box[4], box[3], box[5]],
                                rotation=quaternion_wxyz(yaw_matrix(box[6])), prev=previous["token"] if previous else "",
-                               next="", num_lidar_pts=int(counts[local]), num_radar_pts=0)
+                               next="", num_lidar_pts=int(in_box[local]), num_radar_pts=0)
             if previous:
                 previous["next"] = token
             last_annotation[actor] = writer.tables["sample_annotation"][-1]
@@ -163,9 +222,27 @@ def generate(out: str | Path, version: str = "v1.0-synthetic", rig: str = "defau
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     writer = NuScenesWriter(root, version, seed)
+    for name in ATTRIBUTES:
+        writer.attribute_token(name)
+    sensors: dict[str, str] = {}
     for index in tqdm(range(scenes), desc=f"generating {version}", disable=not progress):
-        generate_scene(writer, root, index, seed, rig, frames, image_size, lidar_beams, lidar_azimuths)
-    return writer.write()
+        generate_scene(writer, root, index, seed, rig, frames, image_size, lidar_beams, lidar_azimuths, sensors)
+    write_map(writer, root)
+    folder = writer.write()
+    splits = {SPLIT_NAME: [scene["name"] for scene in writer.tables["scene"]]}
+    (folder / "splits.json").write_text(json.dumps(splits, indent=0))
+    return folder
+
+
+def write_map(writer: NuScenesWriter, root: Path) -> None:
+    """One map record listing every log (the devkit links each log to a map) and its
+    mask: a small all-background placeholder PNG (nothing here uses a map)."""
+    token = writer.token()
+    filename = f"maps/{token}.png"
+    (root / "maps").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(root / filename)
+    writer.add("map", token=token, category="semantic_prior", filename=filename,
+               log_tokens=[log["token"] for log in writer.tables["log"]])
 
 
 def main() -> None:
