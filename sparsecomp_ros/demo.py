@@ -20,7 +20,9 @@ camera faults injected partway, and show what happened.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -33,6 +35,7 @@ import rclpy
 from PIL import Image as PILImage
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import Image, PointCloud2
 from sparsecomp.msg import CameraHealth, DynamicObjectArray
 
@@ -44,9 +47,9 @@ from .bag_convert import camera_topic, convert
 from .camera_health import FAULT_NAMES
 from .conversions import BadMessage, cloud_to_array, image_to_rgb, stamp_to_us
 from .fastdds import large_message_environment
+from .resources import default_checkpoint
 from .visualization import debug_picture
 
-REPO = Path(__file__).resolve().parent.parent
 NODE = "sparsecomp_perception"
 DEAD_CAMERA, BLACK_CAMERA = "CAM_FRONT_LEFT", "CAM_REAR"
 
@@ -73,7 +76,11 @@ class Recorder(Node):
                                      lambda msg, camera=camera: self.on_image(camera, msg), qos_profile_sensor_data)
         self.objects, self.health, self.truth, self.clouds, self.cloud_arrival = {}, {}, {}, {}, {}
         self.objects_arrival = {}
+        self.skipped_model_busy = 0                 # the node's running total, from its timing topic
+        self.load_statuses: list[DiagnosticStatus] = []
         self.create_subscription(DynamicObjectArray, f"/{NODE}/output/objects", self.on_objects, 50)
+        self.create_subscription(DiagnosticStatus, f"/{NODE}/output/timing", self.on_timing, 50)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
         self.create_subscription(CameraHealth, f"/{NODE}/output/camera_health", self.on_health, 50)
         self.create_subscription(DynamicObjectArray, "/ground_truth/objects", self.on_truth, 50)
         self.create_subscription(PointCloud2, "/sensing/lidar/points", self.on_cloud, qos_profile_sensor_data)
@@ -81,6 +88,18 @@ class Recorder(Node):
     def on_objects(self, msg):
         stamp = stamp_to_us(msg.header.stamp)
         self.objects[stamp], self.objects_arrival[stamp] = msg, time.monotonic()
+
+    def on_timing(self, msg):
+        for value in msg.values:
+            if value.key == "skipped: model busy":
+                self.skipped_model_busy = max(self.skipped_model_busy, int(value.value))
+
+    def on_diagnostics(self, msg):
+        self.load_statuses += [s for s in msg.status if s.name.endswith("processing load")]
+
+    def frames_accounted(self) -> int:
+        """Frames the node answered or said it skipped (model busy)."""
+        return len(self.objects) + self.skipped_model_busy
 
     def on_health(self, msg):
         self.health[stamp_to_us(msg.header.stamp)] = msg
@@ -123,11 +142,26 @@ def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: 
         while replay.poll() is None:
             executor.spin_once(timeout_sec=0.05)
         settle = time.monotonic() + 5.0
-        while time.monotonic() < settle and len(recorder.objects) < len(recorder.clouds):
+        while time.monotonic() < settle and recorder.frames_accounted() < len(recorder.clouds):
             executor.spin_once(timeout_sec=0.05)
     finally:
         stop_process(replay)
     return replay.returncode
+
+
+@contextlib.contextmanager
+def busy_loops(count: int, limit_s: float = 1800.0):
+    """``count`` processes that each keep a core busy (a vehicle computer running other work);
+    they end with the block, and by themselves after ``limit_s`` whatever happens."""
+    loop = f"import time\nend = time.monotonic() + {limit_s}\nwhile time.monotonic() < end:\n    pass\n"
+    # -S: no site-packages (no ROS start-up hook), just an interpreter spinning.
+    processes = [subprocess.Popen([sys.executable, "-S", "-c", loop]) for _ in range(count)]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -182,9 +216,11 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--rate", type=float, default=0.25, help="replay speed (the tiny model on 2 CPU cores keeps up at 0.25)")
-    parser.add_argument("--checkpoint", default=str(REPO / "models" / "tiny_default.pt"))
+    parser.add_argument("--checkpoint", default=str(default_checkpoint()))
     parser.add_argument("--seed", type=int, default=7, help="scene seed (training and validation use 1 and 2)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="the node's output.score_threshold")
+    parser.add_argument("--busy-loops", type=int, default=0,
+                        help="also keep this many cores busy with other processes (a loaded vehicle computer)")
     args = parser.parse_args()
     out = Path(args.out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
@@ -222,17 +258,19 @@ def main() -> None:
         except RuntimeError as exc:
             raise SystemExit(f"{exc}; see {out / 'node.log'}") from exc
         print(f"[demo] replaying {args.frames} frames at {args.rate}x; {DEAD_CAMERA} dies at {dead_at:.1f} s, "
-              f"{BLACK_CAMERA} goes black at {black_at:.1f} s", flush=True)
-        replay_and_record(recorder, executor, bag, env, args.rate,
-                          ["--dead", f"{camera_topic(DEAD_CAMERA, 'image_raw')}@{dead_at}",
-                           "--black", f"{camera_topic(BLACK_CAMERA, 'image_raw')}@{black_at}"])
+              f"{BLACK_CAMERA} goes black at {black_at:.1f} s"
+              + (f"; {args.busy_loops} busy-loop processes load the CPU" if args.busy_loops else ""), flush=True)
+        with busy_loops(args.busy_loops):
+            replay_and_record(recorder, executor, bag, env, args.rate,
+                              ["--dead", f"{camera_topic(DEAD_CAMERA, 'image_raw')}@{dead_at}",
+                               "--black", f"{camera_topic(BLACK_CAMERA, 'image_raw')}@{black_at}"])
     finally:
         stop_process(node)
         node_log.close()
     from sparsecomp_core.data.nuscenes_layout import NuScenesLayout
     layout = NuScenesLayout(data, "v1.0-demo")
     bag_start_us = int(layout.tables["sample"][layout.scenes()[0]["first_sample_token"]]["timestamp"])
-    report(recorder, out, bag_start_us, dead_at, black_at, args.frames)
+    report(recorder, out, bag_start_us, dead_at, black_at, args.frames, args.busy_loops)
     recorder.destroy_node()
     rclpy.shutdown(context=context)
 
@@ -246,7 +284,20 @@ def latest_image(images: list[tuple[int, np.ndarray]], stamp: int, max_age_us: i
     return None if best is None else best[1]
 
 
-def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: float, frames_sent: int) -> None:
+def falsely_masked(health: dict[int, CameraHealth], start_us: int, dead_at: float, black_at: float) -> dict[str, int]:
+    """camera -> frames it was masked without a fault injected into it (before its fault, or never faulted)."""
+    injected = {DEAD_CAMERA: dead_at, BLACK_CAMERA: black_at}
+    false: dict[str, int] = {}
+    for stamp, msg in health.items():
+        t = (stamp - start_us) / 1e6
+        for camera in msg.cameras:
+            if camera.failed and t < injected.get(camera.name, math.inf):
+                false[camera.name] = false.get(camera.name, 0) + 1
+    return false
+
+
+def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: float, frames_sent: int,
+           busy: int = 0) -> None:
     stamps = sorted(recorder.clouds)
     if not stamps:
         raise SystemExit("no LiDAR frames were received: the replay did not reach the recorder")
@@ -282,6 +333,10 @@ def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: 
     summary = {
         "frames_replayed": frames_sent, "frames_in": len(stamps),
         "frames_out": sum(1 for s in stamps if s in recorder.objects),
+        "frames_skipped_model_busy": recorder.skipped_model_busy,
+        "busy_loop_processes": busy,
+        "falsely_masked_camera_frames": falsely_masked(recorder.health, start, dead_at, black_at),
+        "processing_load": sorted({s.message for s in recorder.load_statuses}),
         "latency_ms": {"p50": float(np.percentile(latencies, 50)) if latencies else None,
                        "p99": float(np.percentile(latencies, 99)) if latencies else None,
                        "note": "LiDAR message received -> objects received, on this machine's CPU"},
@@ -293,7 +348,12 @@ def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\n=== sparsecomp demo ===")
     print(f"frames replayed {frames_sent}, LiDAR frames seen {summary['frames_in']}, "
-          f"object arrays out {summary['frames_out']}")
+          f"object arrays out {summary['frames_out']}, skipped (model busy) {summary['frames_skipped_model_busy']}"
+          + (f"; {busy} busy-loop processes" if busy else ""))
+    false = summary["falsely_masked_camera_frames"]
+    print("cameras masked without a fault: " + (", ".join(f"{k} {v} frames" for k, v in false.items()) or "none"))
+    if recorder.load_statuses:
+        print(f"node load: {recorder.load_statuses[-1].message}")
     if latencies:
         print(f"latency LiDAR in -> objects out: p50 {summary['latency_ms']['p50']:.0f} ms, "
               f"p99 {summary['latency_ms']['p99']:.0f} ms (CPU)")

@@ -41,12 +41,6 @@ def ros_env(ros_domain_id: int, tmp_path: Path) -> dict[str, str]:
 def busy_cores():
     """Two busy-loop processes that load both cores of a CI machine for the test's duration
     (each also stops by itself after 10 minutes, should teardown never come)."""
-    import subprocess
-    import sys
-    loop = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end:\n    pass\n"
-    # -S: no site-packages, so no ROS start-up hook; a plain interpreter spinning.
-    processes = [subprocess.Popen([sys.executable, "-S", "-c", loop]) for _ in range(2)]
-    yield processes
-    for process in processes:
-        process.kill()
-        process.wait()
+    from sparsecomp_ros.demo import busy_loops
+    with busy_loops(2, limit_s=600.0) as processes:
+        yield processes

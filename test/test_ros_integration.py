@@ -115,7 +115,9 @@ def test_bad_messages_are_dropped_and_counted_and_the_node_keeps_publishing(runn
     assert any(s.level != s.OK for s in lidar)                                     # the NaN / empty clouds
 
 
-def test_a_converted_bag_replays_and_yields_detections(tmp_path, ros_env, ros_domain_id):
+def test_a_converted_bag_replays_and_yields_detections(busy_cores, tmp_path, ros_env, ros_domain_id):
+    """On a computer whose both cores are busy with other work: every frame is answered or
+    counted as skipped (model busy), no camera is masked, the detections hit the objects."""
     from conftest import REPO_ROOT
     from sparsecomp_core.data.synthetic.generate import generate
     from sparsecomp_core.evaluation.detection_metrics import Detection
@@ -147,7 +149,10 @@ def test_a_converted_bag_replays_and_yields_detections(tmp_path, ros_env, ros_do
         node.terminate()
         node.wait(timeout=10)
     assert returncode == 0, (tmp_path / "node.log").read_text()[-2000:]
-    assert len(recorder.objects) >= 12, f"only {len(recorder.objects)} object arrays for 16 frames"
+    assert len(recorder.clouds) == 16
+    assert recorder.frames_accounted() == 16, (len(recorder.objects), recorder.skipped_model_busy)
+    assert len(recorder.objects) >= 8, f"only {len(recorder.objects)} object arrays for 16 frames"
+    assert not any(c.failed for msg in recorder.health.values() for c in msg.cameras)
     matched = detections = 0
     for stamp, msg in recorder.objects.items():
         if stamp not in recorder.truth:
