@@ -10,6 +10,12 @@ Also collects the node's own timing topic (decode/sync/health, model,
 publish) for a breakdown.
 
     python bench/ros_end_to_end.py [--frames 60] [--rate 0.5] [--checkpoint models/tiny_default.pt] [--device cpu]
+                                   [--busy-loops 2] [--name ros_end_to_end_busy]
+
+--busy-loops N runs N busy-loop processes during the replay (a vehicle
+computer that is running other work). No fault is injected, so every camera
+the node masks is masked falsely; frames are either answered or counted by
+the node as skipped (model busy).
 
 --rate is the replay speed: on 2 CPU cores the tiny model needs ~100 ms per
 frame, so real time (1.0 = 10 Hz) would measure queueing, not latency.
@@ -43,6 +49,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--out", default="outputs/bench_e2e")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--busy-loops", type=int, default=0, help="busy-loop processes loading the CPU meanwhile")
+    parser.add_argument("--name", default="ros_end_to_end", help="result name (bench/results/<name>-<cpu|gpu>.json)")
     args = parser.parse_args()
 
     import rclpy
@@ -55,7 +63,9 @@ def main() -> None:
     from sparsecomp_core.rig import load_rig
     from sparsecomp_ros.bag_convert import convert
     from sparsecomp_ros.conversions import stamp_to_us
-    from sparsecomp_ros.demo import NODE, node_command, stop_process, wait_for_node
+    from sparsecomp.msg import CameraHealth
+
+    from sparsecomp_ros.demo import NODE, busy_loops, node_command, stop_process, wait_for_node
     from sparsecomp_ros.fastdds import large_message_environment
     from sparsecomp_ros.replay import BagReplayer
 
@@ -78,19 +88,31 @@ def main() -> None:
     arrivals: dict[int, float] = {}
     node_timing: dict[str, list[float]] = defaultdict(list)
     published: list[tuple[str, int, float]] = []
+    masked: dict[str, int] = defaultdict(int)                # camera -> frames masked (no fault injected: false)
+    health_frames = [0]
+    skipped = [0]
 
     class Receiver(Node):
         def __init__(self):
             super().__init__("sparsecomp_bench_receiver", context=context)
             self.create_subscription(DynamicObjectArray, f"/{NODE}/output/objects", self.on_objects, 50)
             self.create_subscription(DiagnosticStatus, f"/{NODE}/output/timing", self.on_timing, 50)
+            self.create_subscription(CameraHealth, f"/{NODE}/output/camera_health", self.on_health, 50)
+
+        def on_health(self, msg):
+            health_frames[0] += 1
+            for camera in msg.cameras:
+                masked[camera.name] += int(camera.failed)
 
         def on_objects(self, msg):
             arrivals.setdefault(stamp_to_us(msg.header.stamp), time.monotonic())
 
         def on_timing(self, msg):
             for value in msg.values:
-                node_timing[value.key].append(float(value.value))
+                if value.key == "skipped: model busy":
+                    skipped[0] = max(skipped[0], int(value.value))
+                else:
+                    node_timing[value.key].append(float(value.value))
 
     receiver = Receiver()
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
@@ -109,11 +131,12 @@ def main() -> None:
         spinner.start()
         replayer = BagReplayer(bag, rate=args.rate, context=context,
                                on_published=lambda topic, stamp_ns, t: published.append((topic, stamp_ns // 1000, t)))
-        replayer.play(start_delay_s=2.0)
-        clouds = [stamp for topic, stamp, _ in published if topic == "/sensing/lidar/points"]
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not all(c in arrivals for c in clouds):
-            time.sleep(0.1)
+        with busy_loops(args.busy_loops):
+            replayer.play(start_delay_s=2.0)
+            clouds = [stamp for topic, stamp, _ in published if topic == "/sensing/lidar/points"]
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and len(arrivals) + skipped[0] < len(clouds):
+                time.sleep(0.1)
         spinning.clear()
         spinner.join(timeout=5)
     finally:
@@ -129,19 +152,23 @@ def main() -> None:
     if not latencies:
         raise SystemExit(f"no object arrays received; see {out / 'node.log'}")
     summary = {"frames_replayed": len(clouds), "object_arrays_received": len(latencies),
+               "frames_skipped_model_busy": skipped[0], "busy_loop_processes": args.busy_loops,
+               "camera_health_messages": health_frames[0],
+               "cameras_falsely_masked_frames": {k: v for k, v in masked.items() if v},
                "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
                               "mean": float(np.mean(latencies)), "max": float(np.max(latencies))},
                "node_timing_ms_p50": {k: float(np.percentile(v, 50)) for k, v in node_timing.items()},
                "node_timing_ms_p99": {k: float(np.percentile(v, 99)) for k, v in node_timing.items()}}
     import torch
     device = "cuda" if args.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
-    path = write_result("ros_end_to_end", {
+    path = write_result(args.name, {
         "setup": f"held-out generated scene (seed {args.seed}, {args.frames} frames, 7 x 128 x 256 images, 32-beam "
                  f"LiDAR) replayed at {args.rate}x into the perception node ({Path(args.checkpoint).name}, "
-                 f"{args.device}, {args.precision}); latency = object array received - last input message of "
-                 "its frame published", "device": device, "summary": summary})
+                 f"{args.device}, {args.precision}), {args.busy_loops} busy-loop processes meanwhile; latency = "
+                 "object array received - last input message of its frame published; no fault injected", "device": device, "summary": summary})
     lat = summary["latency_ms"]
-    print(f"frames {len(clouds)}, object arrays {len(latencies)}; end to end p50 {lat['p50']:.1f} ms, "
+    print(f"frames {len(clouds)}, object arrays {len(latencies)}, skipped (model busy) {skipped[0]}, cameras falsely "
+          f"masked {summary['cameras_falsely_masked_frames'] or 'none'}; end to end p50 {lat['p50']:.1f} ms, "
           f"p99 {lat['p99']:.1f} ms; node p50 {summary['node_timing_ms_p50']}")
     print(f"wrote {path}")
     receiver.destroy_node()
