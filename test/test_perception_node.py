@@ -348,3 +348,15 @@ def test_the_debug_picture_marks_the_failed_camera_when_someone_watches(node):
     assert red[0] > 150 and red[1] < 100 and red[2] < 100              # the failed camera's frame is red
     healthy = frame_colour(node.cameras[0])
     assert not (healthy[0] > 150 and healthy[1] < 100)
+
+
+def test_the_shipped_parameter_file_holds_only_declared_parameters_with_valid_values(make_node):
+    import yaml
+
+    from conftest import REPO_ROOT
+    values = yaml.safe_load((REPO_ROOT / "config" / "perception.yaml").read_text())
+    values = values["sparsecomp_perception"]["ros__parameters"]
+    values.pop("model.checkpoint")                           # the fixture's micro model instead
+    node = make_node(**{**values, "model.device": "cpu"})
+    undeclared = [name for name in values if not node.has_parameter(name)]
+    assert not undeclared, undeclared
