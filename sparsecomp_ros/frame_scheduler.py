@@ -6,13 +6,15 @@ one-slot mailbox. The inference worker takes the newest one when it is free;
 an offer that replaces one still waiting is a frame skipped because the model
 was busy. ``LoadMonitor`` compares the model's processing time with the
 sensor period over a window, as Autoware's processing-time diagnostics do.
+The sensor period is the median interval between the references' arrivals
+(monotonic time), not between their stamps: on a car both agree, and a bag
+replayed at a quarter of its speed gives the node four times as long.
 """
 from __future__ import annotations
 
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 OK, WARN, ERROR = 0, 1, 2        # diagnostic_msgs/DiagnosticStatus levels
 
@@ -22,7 +24,6 @@ class FrameRequest:
     """A reference message that asks for a frame."""
     reference_ns: int            # header stamp of the reference message
     arrived_s: float             # time.monotonic() when it was offered
-    payload: Any = None          # e.g. the reference cloud and its header
 
 
 class LatestFrameMailbox:
@@ -61,10 +62,9 @@ class LoadMonitor:
         self._reference_s: deque[float] = deque(maxlen=window + 1)
         self._outcomes: deque[bool] = deque(maxlen=window * 4)    # per offered reference: processed?
 
-    def reference_offered(self, stamp_s: float) -> None:
-        if self._reference_s and stamp_s < self._reference_s[-1]:
-            self._reference_s.clear()                 # time went backwards: a new recording
-        self._reference_s.append(stamp_s)
+    def reference_offered(self, arrived_s: float) -> None:
+        """A reference arrived at ``arrived_s`` (time.monotonic())."""
+        self._reference_s.append(arrived_s)
 
     def frame_skipped(self) -> None:
         self._outcomes.append(False)

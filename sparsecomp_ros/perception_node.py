@@ -306,8 +306,9 @@ class PerceptionNode(Node):
 
     def _offer(self, stamp_ns: int) -> None:
         """Under _lock: a reference asks for a frame; a request still waiting is skipped."""
-        self.load.reference_offered(ns_to_s(stamp_ns))
-        if self.mailbox.offer(FrameRequest(stamp_ns, time.monotonic())) is not None:
+        now = time.monotonic()
+        self.load.reference_offered(now)
+        if self.mailbox.offer(FrameRequest(stamp_ns, now)) is not None:
             self.load.frame_skipped()
 
     def _drop(self, reason: str) -> None:
@@ -321,9 +322,9 @@ class PerceptionNode(Node):
             taken = self._take_frame()
             if taken is None:
                 continue
-            request, frame, statuses, lidar_status, waited_s = taken
+            request, frame, statuses, lidar_status, started_after_s = taken
             try:
-                self.process(request, frame, statuses, lidar_status, waited_s)
+                self.process(request, frame, statuses, lidar_status, started_after_s)
             except Exception as exc:  # never die on one frame; say why
                 if self._stop.is_set():
                     return
@@ -353,7 +354,7 @@ class PerceptionNode(Node):
                 return None                                  # a newer reference came: take that one instead
             self.mailbox.take()
             self._busy = True
-            waited_s = time.monotonic() - request.arrived_s
+            started_after_s = time.monotonic() - request.arrived_s
             reference_ns = request.reference_ns
             if self.last_reference_ns is not None and reference_ns <= self.last_reference_ns:
                 if reference_ns == self.last_reference_ns:
@@ -376,7 +377,7 @@ class PerceptionNode(Node):
                     ahead = nearest is not None and nearest > reference_ns
                     statuses.append(self.health[name].assess(reference_s, ns_to_s(nearest) if ahead else None))
             lidar_status = self.lidar_health.assess(reference_s)
-        return request, frame, statuses, lidar_status, waited_s
+        return request, frame, statuses, lidar_status, started_after_s
 
     def _camera_settled(self, camera: str, reference_ns: int) -> bool:
         """Under _lock: waiting cannot give this camera a nearer image (it has one at or after the
@@ -393,7 +394,7 @@ class PerceptionNode(Node):
         return best
 
     def process(self, request: FrameRequest, frame: AssembledFrame, statuses: list[dict], lidar_status: dict,
-                waited_s: float) -> None:
+                started_after_s: float) -> None:
         started = time.perf_counter()
         reference_ns = frame.reference_ns
         cloud_entry: CloudEntry | None = frame.reference
@@ -430,7 +431,7 @@ class PerceptionNode(Node):
             self.load.frame_processed(done - started)
         self.timing_pub.publish(DiagnosticStatus(name="sparsecomp timing", values=[
             KeyValue(key=k, value=f"{v * 1e3:.1f}") for k, v in (
-                ("wait_for_cameras_ms", waited_s), ("assemble_ms", assembled - started),
+                ("reference_to_start_ms", started_after_s), ("assemble_ms", assembled - started),
                 ("model_ms", inferred - assembled), ("publish_ms", done - inferred), ("processing_ms", done - started),
                 ("reference_to_output_ms", time.monotonic() - request.arrived_s))]
             + [KeyValue(key="skipped: model busy", value=str(self.mailbox.skipped))]))
