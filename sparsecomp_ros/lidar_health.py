@@ -19,6 +19,20 @@ LIDAR_FAULT_NAMES = {LIDAR_OK: "ok", LIDAR_NO_CLOUD: "no cloud", LIDAR_TOO_FEW_P
                      LIDAR_BAD_FORMAT: "bad format"}
 
 
+def finite_points(cloud: np.ndarray, enough: int, stride: int = 8) -> int:
+    """Points of ``cloud`` [N, >=3] with finite x, y, z: estimated from every ``stride``-th point
+    (x + y + z is finite only when all three are), counted exactly when the estimate is within
+    4x of ``enough``, where the verdict depends on it. A full count cost 4 ms for 120k points."""
+    if len(cloud) == 0:
+        return 0
+
+    def count(points: np.ndarray) -> int:
+        return int(np.count_nonzero(np.isfinite(points[:, 0] + points[:, 1] + points[:, 2])))
+
+    estimate = count(cloud[::stride]) * stride
+    return estimate if estimate > 4 * enough else count(cloud)
+
+
 @dataclass
 class LidarThresholds:
     timeout_s: float = 0.5          # no sweep stamped within this of the frame: NO_CLOUD
@@ -49,7 +63,7 @@ class LidarHealth:
     def observe(self, stamp: float, cloud: np.ndarray) -> int:
         """A decoded sweep [N, 4] arrived; returns its number of finite points."""
         self.last_stamp = stamp if self.last_stamp is None else max(stamp, self.last_stamp)
-        self.last_points = int(np.isfinite(cloud[:, :3]).all(axis=1).sum()) if len(cloud) else 0
+        self.last_points = finite_points(cloud, self.thresholds.min_points)
         self.last_was_bad = False
         return self.last_points
 
