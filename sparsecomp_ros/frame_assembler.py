@@ -113,13 +113,15 @@ class FrameAssembler:
         images: dict[str, tuple[int, Any] | None] = {}
         nearest_ns: dict[str, int | None] = {}
         missing = []
+        reference_time = ns_to_time(reference_ns)
         for camera, cache in self._caches.items():
-            best = nearest_in_cache(cache, ns_to_time(reference_ns), self.cache_span_ns() * 1e-9)
-            stamp = None if best is None else time_to_ns(best.header.stamp)
-            nearest_ns[camera] = stamp
-            if stamp is None or abs(stamp - reference_ns) > self.slop_ns:
+            stamps = self._stamps[camera]
+            nearest_ns[camera] = min(stamps, key=lambda stamp: abs(stamp - reference_ns)) if stamps else None
+            # Only the slop window is queried from the Cache: its rclpy Time comparisons are slow.
+            best = nearest_in_cache(cache, reference_time, self.slop_ns * 1e-9) if stamps else None
+            if best is None:
                 images[camera] = None
                 missing.append(camera)
             else:
-                images[camera] = (stamp, best.payload)
+                images[camera] = (time_to_ns(best.header.stamp), best.payload)
         return AssembledFrame(reference_ns, reference, images, nearest_ns, missing)

@@ -538,10 +538,11 @@ class PerceptionNode(Node):
             self.objects_pub.publish(detections_to_msg(det, ego_header, failed))
         self.health_pub.publish(health_to_msg(statuses, ego_header))
         with self._lock:
-            node_status, load_status = self.node_status(), self.load_status()
-        if self.diagnostics_due(reference_ns, statuses, lidar_status, node_status, load_status):
+            levels = (self.node_level(), self.load.status()["level"])
+        if self.diagnostics_due(reference_ns, statuses, lidar_status, levels):
             diagnostics = health_to_diagnostics(statuses, ego_header, self.get_name())
-            diagnostics.status += [self.lidar_diagnostic(lidar_status), node_status, load_status]
+            with self._lock:
+                diagnostics.status += [self.lidar_diagnostic(lidar_status), self.node_status(), self.load_status()]
             self.diagnostics_pub.publish(diagnostics)
         positions = det["boxes"][:, :3].astype(np.float64) @ ego2global[:3, :3].T + ego2global[:3, 3]
         self.trails.update(det["ids"], positions)
@@ -554,11 +555,10 @@ class PerceptionNode(Node):
                                     cam2ego=calibration.cam2ego[0].numpy(), time_s=reference_ns * 1e-9)
             self.bev_pub.publish(rgb_to_image(picture, ego_header))
 
-    def diagnostics_due(self, reference_ns: int, statuses: list[dict], lidar_status: dict,
-                        node_status: DiagnosticStatus, load_status: DiagnosticStatus) -> bool:
+    def diagnostics_due(self, reference_ns: int, statuses: list[dict], lidar_status: dict, levels: tuple) -> bool:
         """Once a diagnostics period of frame time, and at once when a verdict or a level changes."""
         reported = (tuple((st["failed"], st["reason"]) for st in statuses), lidar_status["failed"],
-                    lidar_status["reason"], node_status.level, load_status.level)
+                    lidar_status["reason"], levels)
         last = self.last_diagnostics
         if (last is not None and reported == last[1]
                 and 0 <= reference_ns - last[0] < self.diagnostics_period_ns):
@@ -569,12 +569,8 @@ class PerceptionNode(Node):
     def node_status(self) -> DiagnosticStatus:
         """Under _lock: frames out, skipped frames, dropped messages by reason, tf outcomes. WARN while
         a message was dropped within diagnostics.drop_window_s (the totals stay in the values)."""
-        now = time.monotonic()
-        while self._recent_drops and self._recent_drops[0] < now - self.drop_window_s:
-            self._recent_drops.popleft()
-        drops = self.dropped
-        recent = len(self._recent_drops)
-        level = DiagnosticStatus.WARN if recent else DiagnosticStatus.OK
+        level = self.node_level()
+        drops, recent = self.dropped, len(self._recent_drops)
         values = [KeyValue(key="frames_out", value=str(self.frames_out)),
                   KeyValue(key="skipped: model busy", value=str(self.mailbox.skipped))]
         values += [KeyValue(key=f"dropped: {reason}", value=str(count)) for reason, count in sorted(drops.items())]
@@ -583,6 +579,13 @@ class PerceptionNode(Node):
                    else f"ok ({sum(drops.values())} dropped since start)" if drops else "ok")
         return DiagnosticStatus(level=level, name=f"{self.get_name()}: node", hardware_id="sparsecomp",
                                 message=message, values=values)
+
+    def node_level(self) -> bytes:
+        """Under _lock: WARN while a message was dropped within diagnostics.drop_window_s."""
+        now = time.monotonic()
+        while self._recent_drops and self._recent_drops[0] < now - self.drop_window_s:
+            self._recent_drops.popleft()
+        return DiagnosticStatus.WARN if self._recent_drops else DiagnosticStatus.OK
 
     def load_status(self) -> DiagnosticStatus:
         """Under _lock: is the model keeping up with the sensors (processing time vs sensor period)?"""
