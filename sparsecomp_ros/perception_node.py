@@ -61,7 +61,7 @@ from .frame_scheduler import FrameRequest, LatestFrameMailbox, LoadMonitor
 from .image_batch import ImageBatcher
 from .lidar_health import LidarHealth, LidarThresholds
 from .resources import default_checkpoint
-from .tf_compat import Buffer, TransformListener
+from .tf_compat import Buffer, TransformException, TransformListener
 from .visualization import Trails, debug_picture, markers
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -400,7 +400,7 @@ class PerceptionNode(Node):
         cloud_entry: CloudEntry | None = frame.reference
         cloud = np.zeros((0, 4), np.float32) if cloud_entry is None else cloud_entry.points
         if len(cloud) and cloud_entry.frame_id != self.ego_frame:
-            lidar2ego = self.lookup(self.ego_frame, cloud_entry.frame_id, None)
+            lidar2ego = self.lookup(self.ego_frame, cloud_entry.frame_id, None, "lidar extrinsic")
             if lidar2ego is not None and not np.array_equal(lidar2ego, np.eye(4)):
                 cloud = cloud.copy()
                 cloud[:, :3] = cloud[:, :3] @ lidar2ego[:3, :3].T.astype(np.float32) + lidar2ego[:3, 3].astype(np.float32)
@@ -442,9 +442,10 @@ class PerceptionNode(Node):
         self.trails.clear()
 
     # --- tf ------------------------------------------------------------------------------------
-    def lookup(self, target: str, source: str, stamp_ns: int | None, wait_s: float = 0.0,
-               count_as: str | None = None) -> np.ndarray | None:
-        """target <- source at ``stamp_ns`` (None: latest), waiting up to ``wait_s`` for it."""
+    def lookup(self, target: str, source: str, stamp_ns: int | None, count_as: str,
+               wait_s: float = 0.0) -> np.ndarray | None:
+        """target <- source at ``stamp_ns`` (None: latest), waiting up to ``wait_s`` for it;
+        the outcome is counted under ``count_as`` in the node status."""
         if target == source:
             return np.eye(4)
         when = RclpyTime() if stamp_ns is None else RclpyTime(nanoseconds=stamp_ns)
@@ -455,24 +456,19 @@ class PerceptionNode(Node):
                 transform = self.tf_buffer.lookup_transform(target, source, when, timeout=Duration(seconds=wait_s))
             else:
                 transform = self.tf_buffer.lookup_transform(target, source, when)
-            if count_as:
-                with self._lock:
-                    self.tf_outcomes[f"{count_as}: {outcome}"] += 1
+            with self._lock:
+                self.tf_outcomes[f"{count_as}: {outcome}"] += 1
             return transform_to_matrix(transform.transform)
-        except Exception as exc:  # tf2 lookup/extrapolation/connectivity errors
-            if count_as:
-                with self._lock:
-                    self.tf_outcomes[f"{count_as}: missing"] += 1
-            else:
-                with self._lock:
-                    self._drop(f"tf {target}<-{source}")
+        except TransformException as exc:  # lookup, connectivity, extrapolation (after the wait)
+            with self._lock:
+                self.tf_outcomes[f"{count_as}: missing"] += 1
             self.get_logger().warning(f"no transform {target} <- {source}: {exc}", throttle_duration_sec=5.0)
             return None
 
     def ego_pose(self, reference_ns: int) -> np.ndarray | None:
         """odom <- ego at the frame's stamp, waiting briefly when tf is a little late; None
         (the caller resets the temporal state) when it does not come."""
-        pose = self.lookup(self.odom_frame, self.ego_frame, reference_ns, self.tf_wait_s, count_as="ego pose")
+        pose = self.lookup(self.odom_frame, self.ego_frame, reference_ns, "ego pose", self.tf_wait_s)
         if pose is None:
             with self._lock:
                 self._drop("ego pose missing: temporal state reset")
@@ -493,13 +489,14 @@ class PerceptionNode(Node):
                 k[0] *= self.image_size[1] / info.width
                 k[1] *= self.image_size[0] / info.height
                 intrinsics[0, index] = torch.from_numpy(k).float()
-                extrinsic = self.lookup(self.ego_frame, info.header.frame_id, None) if info.header.frame_id else None
+                extrinsic = (self.lookup(self.ego_frame, info.header.frame_id, None, "camera extrinsic")
+                             if info.header.frame_id else None)
                 if extrinsic is not None:
                     cam2ego[0, index] = torch.from_numpy(extrinsic).float()
             picked = frame.images[name]
             if unusable[index] or picked is None or global2ego is None or picked[0] == frame.reference_ns:
                 continue
-            ego_at_image = self.lookup(self.odom_frame, self.ego_frame, picked[0], count_as="camera ego pose")
+            ego_at_image = self.lookup(self.odom_frame, self.ego_frame, picked[0], "camera ego pose")
             if ego_at_image is not None:
                 motion = torch.from_numpy(global2ego @ ego_at_image).float()
                 cam2ego[0, index] = motion @ cam2ego[0, index]
@@ -510,7 +507,7 @@ class PerceptionNode(Node):
         path = self.path
         if path is None or not path.poses:
             return None
-        to_ego = self.lookup(self.ego_frame, path.header.frame_id or self.ego_frame, None)
+        to_ego = self.lookup(self.ego_frame, path.header.frame_id or self.ego_frame, None, "path frame")
         if to_ego is None:
             return None
         xyz = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z] for p in path.poses])
