@@ -202,10 +202,20 @@ class CameraHealth:
         self.last_image_fault, self.last_image_detail = FAULT_BAD_FORMAT, reason
 
     def _arrived(self, stamp: float) -> None:
+        if self.last_stamp is not None and stamp < self.last_stamp - max(1.0, self.thresholds.timeout_s):
+            self.restart()                        # far older than the newest: a new recording (bag loop)
         self.last_stamp = stamp if self.last_stamp is None else max(stamp, self.last_stamp)
         bisect.insort(self._arrivals, stamp)      # stamps, not arrival order: DDS may reorder
         while self._arrivals and self._arrivals[0] < self.last_stamp - self.thresholds.rate_window_s:
             self._arrivals.popleft()
+
+    def restart(self) -> None:
+        """Forget timing, previous image and verdict: time went backwards (a new recording)."""
+        self.last_stamp = self.last_good_stamp = self.last_bad_stamp = None
+        self._arrivals.clear()
+        self._previous = None
+        self.unchanged_frames = 0
+        self._hysteresis = Hysteresis(self.thresholds.fail_after, self.thresholds.recover_after)
 
     def rate_hz(self, now: float) -> float:
         """Median-interval frame rate of the images stamped in the window before ``now`` (s);

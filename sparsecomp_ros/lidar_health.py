@@ -60,14 +60,21 @@ class LidarHealth:
     def failed(self) -> bool:
         return self._hysteresis.failed
 
+    def _restart_if_time_jumped_back(self, stamp: float) -> None:
+        if self.last_stamp is not None and stamp < self.last_stamp - max(1.0, self.thresholds.timeout_s):
+            self.last_stamp = None                # a new recording (bag loop): judge it afresh
+            self._hysteresis = Hysteresis(self.thresholds.fail_after, self.thresholds.recover_after)
+
     def observe(self, stamp: float, cloud: np.ndarray) -> int:
         """A decoded sweep [N, 4] arrived; returns its number of finite points."""
+        self._restart_if_time_jumped_back(stamp)
         self.last_stamp = stamp if self.last_stamp is None else max(stamp, self.last_stamp)
         self.last_points = finite_points(cloud, self.thresholds.min_points)
         self.last_was_bad = False
         return self.last_points
 
     def observe_bad(self, stamp: float, reason: str) -> None:
+        self._restart_if_time_jumped_back(stamp)
         self.last_stamp = stamp if self.last_stamp is None else max(stamp, self.last_stamp)
         self.last_was_bad, self.last_bad_reason = True, reason
         self.bad_clouds += 1

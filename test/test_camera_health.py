@@ -155,3 +155,14 @@ def test_a_frame_is_judged_on_its_own_image_and_ages_are_never_negative():
     status = health.assess(0.3, 0.3, verdicts[3])                       # a node still working on the 0.3 s frame
     assert status["reason"] == FAULT_NONE and status["image_age_s"] == 0.0
     assert health.assess(0.5, 0.5, black)["reason"] == FAULT_BLACK
+
+
+def test_a_new_recording_is_judged_afresh_when_time_jumps_back():
+    health = CameraHealth("looped")
+    for i in range(30):
+        health.observe(100.0 + i * 0.1, noise(i))
+        health.assess(100.0 + i * 0.1, 100.0 + i * 0.1)
+    health.observe(5.0, noise(99))                      # the bag starts over
+    status = health.assess(5.0, 5.0)
+    assert status["reason"] == FAULT_NONE and status["image_age_s"] == 0.0
+    assert health.assess(5.8, None)["reason"] == FAULT_NO_FRAME           # and its silence is seen again
