@@ -7,12 +7,14 @@ Conventions (used by the model, the data generator and the ROS nodes):
   this convention a feature map of stride ``s`` has intrinsics ``K / s``
   (first two rows) exactly.
 - ``cam2ego`` is a 4x4 rigid transform, camera -> ego.
+- A box is [x, y, z, l, w, h, yaw, vx, vy, vz] (``transform_boxes``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,6 +49,23 @@ def scale_intrinsics(intrinsics: Tensor, scale: float) -> Tensor:
 def transform_points(transform: Tensor, points: Tensor) -> Tensor:
     """Apply [..., 4, 4] transforms to [..., N, 3] points (broadcasting batch dims)."""
     return points @ transform[..., :3, :3].transpose(-1, -2) + transform[..., None, :3, 3]
+
+
+def transform_boxes(boxes: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Boxes [N, 10] (x, y, z, l, w, h, yaw, vx, vy, vz) moved by the rigid transform
+    [4, 4]: ``ego2global`` takes ego-frame boxes to the global frame, its inverse takes
+    them back. Centres are transformed, velocities rotated (NaN, an unknown velocity,
+    stays NaN), yaw turned by the transform's heading atan2(R[1, 0], R[0, 0]), sizes
+    kept. The yaw rule is exact for rotations about z (generated poses; real vehicle
+    poses tilt by a degree or two). The one box transform of the generator, the
+    loader and the node. Returns a new float64 array [N, 10]."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 10)
+    transform = np.asarray(transform, dtype=np.float64)
+    out = boxes.copy()
+    out[:, :3] = boxes[:, :3] @ transform[:3, :3].T + transform[:3, 3]
+    out[:, 6] = boxes[:, 6] + math.atan2(transform[1, 0], transform[0, 0])
+    out[:, 7:10] = boxes[:, 7:10] @ transform[:3, :3].T
+    return out
 
 
 def project_points(intrinsics: Tensor, points_cam: Tensor, min_depth: float = 0.1) -> tuple[Tensor, Tensor]:

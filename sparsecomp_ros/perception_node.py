@@ -50,7 +50,7 @@ from sparsecomp.msg import DynamicObjectArray
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from sparsecomp_core.geometry import Calibration
+from sparsecomp_core.geometry import Calibration, transform_boxes
 from sparsecomp_core.models.detector import CheckpointError, FrameInputs, load_detector
 
 from .camera_health import CameraHealth, HealthThresholds
@@ -524,12 +524,7 @@ class PerceptionNode(Node):
         det = {k: v.detach().cpu().numpy() for k, v in detections.items()}
         failed = [name for name, masked in zip(self.cameras, cam_mask.tolist()) if masked]
         if self.output_frame and self.output_frame != self.ego_frame:
-            moved = dict(det)
-            boxes = det["boxes"].astype(np.float64).copy()
-            boxes[:, :3] = boxes[:, :3] @ ego2global[:3, :3].T + ego2global[:3, 3]
-            boxes[:, 7:10] = boxes[:, 7:10] @ ego2global[:3, :3].T
-            boxes[:, 6] += math.atan2(ego2global[1, 0], ego2global[0, 0])
-            moved["boxes"] = boxes
+            moved = dict(det, boxes=transform_boxes(det["boxes"], ego2global))
             self.objects_pub.publish(detections_to_msg(moved, Header(stamp=stamp, frame_id=self.output_frame), failed))
         else:
             self.objects_pub.publish(detections_to_msg(det, ego_header, failed))

@@ -11,10 +11,10 @@ import torch
 
 from sparsecomp_core.data.dataset import SequenceDataset, StreamSampler, collate
 from sparsecomp_core.data.nuscenes_layout import NuScenesLayout, category_to_label, visibility_token
-from sparsecomp_core.data.synthetic.generate import boxes_to_ego, generate, scene_world
+from sparsecomp_core.data.synthetic.generate import generate, scene_world
 from sparsecomp_core.data.synthetic.sensors import GroundTexture, render_camera
 from sparsecomp_core.data.synthetic.world import World
-from sparsecomp_core.geometry import project_points, transform_points
+from sparsecomp_core.geometry import project_points, transform_boxes, transform_points
 from sparsecomp_core.rig import load_rig
 
 SMALL = dict(scenes=1, frames=6, image_size=(64, 128), lidar_beams=16, lidar_azimuths=256, progress=False)
@@ -42,7 +42,7 @@ def test_loader_returns_the_worlds_boxes_in_the_ego_frame(generated):
     dataset = SequenceDataset(str(generated), "v1.0-test", rig, (64, 128))
     world = scene_world(5, 0, SMALL["frames"])
     frame = dataset.load(0, 3)
-    truth = boxes_to_ego(world.actor_boxes(0.3), world.ego2global(0.3))
+    truth = transform_boxes(world.actor_boxes(0.3), np.linalg.inv(world.ego2global(0.3)))
     labels = world.labels()
     assert len(frame.targets["boxes"]) > 3
     for box, label in zip(frame.targets["boxes"].numpy(), frame.targets["labels"].numpy()):

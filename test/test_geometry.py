@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from sparsecomp_core.geometry import cam2ego_from_heading, pinhole_intrinsics, project_points, transform_points
+from sparsecomp_core.geometry import (cam2ego_from_heading, pinhole_intrinsics, project_points, transform_boxes,
+                                      transform_points)
 from sparsecomp_core.rig import load_rig
 
 
@@ -62,3 +64,18 @@ def test_projection_of_a_point_on_the_optical_axis_hits_the_principal_point():
     ahead = transform_points(torch.linalg.inv(cam2ego), torch.tensor([[3.0, 10.5, 1.5]]))
     assert project_points(intrinsics, ahead)[0][0, 0] > 100.0
     assert math.isclose(float(intrinsics[0, 0]), 100.0, rel_tol=1e-6)
+
+
+def test_transform_boxes_moves_centres_turns_yaw_and_velocity_and_keeps_unknown_velocity():
+    ego2global = np.eye(4)
+    ego2global[:2, :2] = [[0.0, -1.0], [1.0, 0.0]]                # ego heading +90 deg
+    ego2global[:3, 3] = [100.0, 50.0, 0.5]
+    boxes = np.array([[10.0, 2.0, 1.0, 4.0, 2.0, 1.5, 0.3, 5.0, 0.0, 0.0],
+                      [-3.0, 0.0, 0.8, 0.7, 0.7, 1.8, -2.0, np.nan, np.nan, np.nan]])
+    moved = transform_boxes(boxes, ego2global)
+    np.testing.assert_allclose(moved[0], [98.0, 60.0, 1.5, 4.0, 2.0, 1.5, 0.3 + math.pi / 2, 0.0, 5.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(moved[1, :7], [100.0, 47.0, 1.3, 0.7, 0.7, 1.8, -2.0 + math.pi / 2], atol=1e-12)
+    assert np.isnan(moved[1, 7:]).all()                           # unknown stays unknown, never 0 m/s
+    back = transform_boxes(moved, np.linalg.inv(ego2global))
+    np.testing.assert_allclose(back[0], boxes[0], atol=1e-12)
+    assert np.isnan(back[1, 7:]).all()

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from ..geometry import transform_boxes
+from ..models.head.boxes import STATIC_CLASSES
+
 LIDAR_CHANNEL = "LIDAR_TOP"          # the reference sensor of every sample
 
 # Our class -> the nuScenes category (and attribute) the generator writes.
@@ -184,8 +187,6 @@ class NuScenesLayout:
     def boxes(self, sample_token: str, ego2global: np.ndarray) -> dict[str, np.ndarray]:
         """Ground truth of a sample in the ego frame: boxes [M, 10], labels [M],
         occlusion [M], instance tokens [M], num_lidar_pts [M]; ignored categories dropped."""
-        global2ego = np.linalg.inv(ego2global)
-        ego_yaw = math.atan2(ego2global[1, 0], ego2global[0, 0])
         rows, labels, occlusion, instances, lidar_pts = [], [], [], [], []
         for annotation in self.annotations_by_sample.get(sample_token, []):
             instance = self.tables["instance"][annotation["instance_token"]]
@@ -194,17 +195,17 @@ class NuScenesLayout:
             label = category_to_label(category, attributes)
             if label < 0:
                 continue
-            centre = global2ego[:3, :3] @ np.array(annotation["translation"]) + global2ego[:3, 3]
-            yaw = Rotation.from_matrix(rotation_matrix(annotation["rotation"])).as_euler("zyx")[0] - ego_yaw
+            yaw = Rotation.from_matrix(rotation_matrix(annotation["rotation"])).as_euler("zyx")[0]
             width, length, height = annotation["size"]
-            velocity = global2ego[:3, :3] @ np.nan_to_num(self.annotation_velocity(annotation))
-            if label in (6, 7):
-                velocity = np.zeros(3)
-            rows.append([*centre, length, width, height, (yaw + math.pi) % (2 * math.pi) - math.pi, *velocity])
+            velocity = np.nan_to_num(self.annotation_velocity(annotation))
+            rows.append([*annotation["translation"], length, width, height, yaw, *velocity])
             labels.append(label)
             occlusion.append(VISIBILITY_TO_OCCLUSION.get(annotation.get("visibility_token", ""), 3))
             instances.append(annotation["instance_token"])
             lidar_pts.append(annotation.get("num_lidar_pts", 0))
-        return {"boxes": np.array(rows, dtype=np.float32).reshape(-1, 10), "labels": np.array(labels, dtype=np.int64),
+        boxes = transform_boxes(np.array(rows, dtype=np.float64).reshape(-1, 10), np.linalg.inv(ego2global))
+        boxes[:, 6] = (boxes[:, 6] + math.pi) % (2 * math.pi) - math.pi
+        boxes[np.isin(labels, STATIC_CLASSES), 7:10] = 0.0         # barriers and pillars do not move
+        return {"boxes": boxes.astype(np.float32), "labels": np.array(labels, dtype=np.int64),
                 "occlusion": np.array(occlusion, dtype=np.int64), "instance_tokens": np.array(instances),
                 "num_lidar_pts": np.array(lidar_pts, dtype=np.int64)}

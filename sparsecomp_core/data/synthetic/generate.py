@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ...geometry import transform_boxes
 from ...rig import load_rig
 from ..nuscenes_layout import (GENERATED_CATEGORIES, LIDAR_CHANNEL, NuScenesWriter, quaternion_wxyz,
                                visibility_token)
@@ -45,15 +46,6 @@ MOVING_SPEED = 0.2                        # m/s: above it an actor is "moving" (
 
 def yaw_matrix(yaw: float) -> np.ndarray:
     return np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
-
-
-def boxes_to_ego(boxes: np.ndarray, ego2global: np.ndarray) -> np.ndarray:
-    global2ego = np.linalg.inv(ego2global)
-    out = boxes.copy()
-    out[:, :3] = boxes[:, :3] @ global2ego[:3, :3].T + global2ego[:3, 3]
-    out[:, 6] = boxes[:, 6] - math.atan2(ego2global[1, 0], ego2global[0, 0])
-    out[:, 7:10] = boxes[:, 7:10] @ global2ego[:3, :3].T
-    return out
 
 
 def annotation_attribute(label: int, speed: float) -> str | None:
@@ -148,7 +140,7 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
         previous_sample = sample
 
         global_boxes = world.actor_boxes(t)
-        ego_boxes = boxes_to_ego(global_boxes, ego2global)
+        ego_boxes = transform_boxes(global_boxes, np.linalg.inv(ego2global))
         near = np.flatnonzero(np.linalg.norm(ego_boxes[:, :2], axis=1) < 90.0)
         visible, reachable = np.zeros(len(near)), np.zeros(len(near))
 
