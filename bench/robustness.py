@@ -74,7 +74,7 @@ def main() -> None:
     model, cfg = load_detector(args.checkpoint, args.device)
     if args.use_completed_cameras != "model":
         model.use_completed_cameras = args.use_completed_cameras == "true"
-    dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig())
+    dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
     conditions = standard_conditions(dataset.rig.camera_names)
     rows = []
     for condition in args.conditions:

@@ -16,13 +16,15 @@ from ..geometry import Calibration
 from ..models.detector import FrameInputs
 from ..rig import RigConfig
 from .nuscenes_layout import LIDAR_CHANNEL, NuScenesLayout
+from .sweeps import merge_sweeps, previous_sweeps
 
 
 @dataclass
 class Frame:
     """One sample, model-ready. images [V, 3, H, W] uint8; camera_present [V]
     bool (False: no image in the data, a dead camera); intrinsics [V, 3, 3] at
-    model resolution; cam2ego [V, 4, 4]; lidar [N, 4]; ego2global [4, 4]
+    model resolution; cam2ego [V, 4, 4]; lidar [N, 4] (x, y, z, intensity), or
+    [N, 5] with dt_s when several sweeps are merged (data.sweeps); ego2global [4, 4]
     float64; trajectory [T, 2] future ego path in this ego frame; targets:
     boxes [M, 10], labels [M], occlusion [M], instance tokens."""
     images: torch.Tensor
@@ -39,10 +41,15 @@ class Frame:
 
 class SequenceDataset:
     """Scenes of a nuScenes-layout data set, read with the rig's camera names
-    and resized to the model input size."""
+    and resized to the model input size. ``lidar_sweeps``: 1 gives the key
+    frame's sweep [N, 4]; N > 1 merges it with the N - 1 sweeps before it
+    into [M, 5] (``merge_sweeps``: current ego frame, time lag in seconds)."""
 
     def __init__(self, root: str, version: str, rig: RigConfig, image_size: tuple[int, int] | None = None,
-                 trajectory_horizon_s: float = 3.0, trajectory_step_s: float = 0.5):
+                 trajectory_horizon_s: float = 3.0, trajectory_step_s: float = 0.5, lidar_sweeps: int = 1):
+        if lidar_sweeps < 1:
+            raise ValueError(f"lidar_sweeps must be >= 1, got {lidar_sweeps}")
+        self.lidar_sweeps = lidar_sweeps
         self.layout = NuScenesLayout(root, version)
         self.rig = rig
         self.image_size = image_size or (rig.image_height, rig.image_width)
@@ -87,11 +94,18 @@ class SequenceDataset:
             cam2ego[cam] = torch.from_numpy(sensor2ego).float()
             present[cam] = True
         targets = self.layout.boxes(token, ego2global)
-        return Frame(images, present, intrinsics, cam2ego, torch.from_numpy(self.layout.lidar_points(reference)),
+        return Frame(images, present, intrinsics, cam2ego, torch.from_numpy(self.lidar(reference, ego2global)),
                      torch.from_numpy(ego2global), int(self.layout.tables["sample"][token]["timestamp"]), name,
                      self.future_path(samples, index, ego2global),
                      {"boxes": torch.from_numpy(targets["boxes"]), "labels": torch.from_numpy(targets["labels"]),
                       "occlusion": torch.from_numpy(targets["occlusion"]), "instance_tokens": list(targets["instance_tokens"])})
+
+    def lidar(self, reference: dict, ego2global: np.ndarray) -> np.ndarray:
+        """The reference sweep [N, 4], or with lidar_sweeps > 1 the merged sweeps [M, 5]."""
+        if self.lidar_sweeps == 1:
+            return self.layout.lidar_points(reference)
+        return merge_sweeps(previous_sweeps(self.layout, reference, self.lidar_sweeps), ego2global,
+                            int(reference["timestamp"]))
 
     def future_path(self, samples: list[str], index: int, ego2global: np.ndarray) -> torch.Tensor:
         """[T, 2] future ego positions every trajectory_step_s up to the horizon, in this ego frame

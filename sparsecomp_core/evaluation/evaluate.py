@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         report.update(condition=None, variant=None, results=Path(args.results).name)
     else:
         model, model_cfg = load_detector(args.checkpoint, args.device)
-        dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig())
+        dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig(), lidar_sweeps=model_cfg.lidar.sweeps)
         check_rig_matches_data(dataset, args.checkpoint, f"{args.data_root}/{args.version}")
         if scene_names is not None:
             dataset.scenes = [scene for scene in dataset.scenes if scene[0] in set(scene_names)]

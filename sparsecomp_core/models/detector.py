@@ -34,7 +34,9 @@ class FrameInputs:
     images: [B, V, 3, H, W] uint8 (0-255) or float (0-1), failed cameras as
     delivered (black, frozen, ...); cam_mask: [B, V] bool, True = failed;
     ego2global: [B, 4, 4] float64; timestamp_us: [B] int64; lidar_points: B
-    clouds [N_i, 4] (x, y, z, intensity; ego frame) or None; sequence_ids: B
+    clouds [N_i, 4] (x, y, z, intensity; ego frame), or [N_i, 5] merged sweeps
+    with the time lag dt_s (data.sweeps.merge_sweeps) for a model with
+    lidar.sweeps > 1, or None; sequence_ids: B
     hashable ids or None; ego_trajectory: [B, T, 2] planned/future ego path
     or None; teacher_images: full images for training, else None.
     """
@@ -155,7 +157,7 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     lidar = None
     if cfg.lidar.enable:
         lidar = LidarBranch(grid, cfg.bev_channels, cfg.lidar.pillar_channels, cfg.lidar.backbone_channels,
-                            tuple(cfg.lidar.z_range), cfg.lidar.max_intensity)
+                            tuple(cfg.lidar.z_range), cfg.lidar.max_intensity, time_channel=cfg.lidar.sweeps > 1)
     fuser = ConvFuser([cfg.bev_channels] * (2 if lidar is not None else 1), cfg.bev_channels)
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),

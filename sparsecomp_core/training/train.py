@@ -97,7 +97,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.init_from:
         state = read_checkpoint(cfg.init_from)
         model.load_state_dict(state["model"] if "model" in state else state)
-    dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size)
+    dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size, lidar_sweeps=model_cfg.lidar.sweeps)
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
                             streaming=cfg.stage == "stage2", seed=cfg.seed + 1000 * rank)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.lr_scales, cfg.weight_decay))

@@ -16,21 +16,32 @@ class LidarConfig:
     backbone_channels: int = 128
     z_range: tuple[float, float] = (-3.0, 5.0)     # points outside are dropped
     max_intensity: float = 255.0                   # intensity is divided by this
+    # Sweeps merged per frame (data.sweeps.merge_sweeps). 1: the current sweep,
+    # points (x, y, z, intensity). > 1: the loader / node merge that many and
+    # every point carries its time lag dt_s as a 5th channel, which the pillar
+    # features take in (a network trained with 1 has no input for it).
+    sweeps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sweeps < 1:
+            raise ValueError(f"sweeps must be >= 1, got {self.sweeps}")
 
 
 class PillarFeatureNet(nn.Module):
-    """Per point: (x, y, z, intensity, offsets from the pillar's centre and mean)
-    -> linear -> norm -> ReLU, max-pooled per pillar (dynamic pillars: no cap on
-    points per pillar, no Python loop over points).
+    """Per point: (x, y, z, intensity, offsets from the pillar's centre and mean,
+    and with ``time_channel`` the point's time lag dt_s) -> linear -> norm ->
+    ReLU, max-pooled per pillar (dynamic pillars: no cap on points per pillar,
+    no Python loop over points).
 
-    forward(points [N, 4], pillar index [N] (flat, batch-offset), num_pillars)
-    -> pillar features [num_pillars, C] (zeros for empty pillars).
+    forward(points [N, 4] or with time_channel [N, 5], pillar index [N] (flat,
+    batch-offset), num_pillars) -> pillar features [num_pillars, C] (zeros for
+    empty pillars).
     """
 
-    def __init__(self, grid: BEVGrid, out_channels: int, max_intensity: float = 255.0):
+    def __init__(self, grid: BEVGrid, out_channels: int, max_intensity: float = 255.0, time_channel: bool = False):
         super().__init__()
-        self.grid, self.max_intensity = grid, max_intensity
-        self.linear = nn.Linear(9, out_channels, bias=False)
+        self.grid, self.max_intensity, self.time_channel = grid, max_intensity, time_channel
+        self.linear = nn.Linear(10 if time_channel else 9, out_channels, bias=False)
         self.norm = nn.LayerNorm(out_channels)
 
     def forward(self, points: Tensor, pillar: Tensor, num_pillars: int) -> Tensor:
@@ -42,7 +53,8 @@ class PillarFeatureNet(nn.Module):
         centre_x = self.grid.x_min + ((cell_in_map % self.grid.width).float() + 0.5) * self.grid.cell
         centre_y = self.grid.y_min + ((cell_in_map // self.grid.width).float() + 0.5) * self.grid.cell
         decorated = torch.cat([points[:, :3], points[:, 3:4] / self.max_intensity, points[:, :3] - mean[pillar],
-                               (points[:, 0] - centre_x)[:, None], (points[:, 1] - centre_y)[:, None]], dim=1)
+                               (points[:, 0] - centre_x)[:, None], (points[:, 1] - centre_y)[:, None],
+                               points[:, 4:5] if self.time_channel else points[:, :0]], dim=1)
         per_point = torch.relu(self.norm(self.linear(decorated)))
         pooled = torch.zeros(num_pillars, channels, device=points.device, dtype=per_point.dtype)
         return pooled.scatter_reduce(0, pillar[:, None].expand(-1, channels), per_point, reduce="amax",
@@ -75,13 +87,19 @@ class BEVBackbone(nn.Module):
 class LidarBranch(nn.Module):
     """forward(points: list of B clouds [N_i, >=4] (x, y, z, intensity, ego frame))
     -> BEV [B, C_out, H, W]. Non-finite points and points outside the grid are
-    dropped; an empty cloud gives an all-zero pillar map."""
+    dropped; an empty cloud gives an all-zero pillar map.
+
+    With ``time_channel`` (model config ``lidar.sweeps > 1``) a cloud is
+    [N_i, 5]: merged sweeps with the time lag dt_s (``data.sweeps.merge_sweeps``);
+    a 4-column cloud is taken as one current sweep (dt_s = 0). Without it only
+    the first 4 columns are read (today's input)."""
 
     def __init__(self, grid: BEVGrid, out_channels: int, pillar_channels: int = 64, backbone_channels: int = 128,
-                 z_range: tuple[float, float] = (-3.0, 5.0), max_intensity: float = 255.0):
+                 z_range: tuple[float, float] = (-3.0, 5.0), max_intensity: float = 255.0, time_channel: bool = False):
         super().__init__()
         self.grid, self.z_range = grid, z_range
-        self.vfe = PillarFeatureNet(grid, pillar_channels, max_intensity)
+        self.point_channels = 5 if time_channel else 4
+        self.vfe = PillarFeatureNet(grid, pillar_channels, max_intensity, time_channel)
         self.bev_backbone = BEVBackbone(pillar_channels, backbone_channels, out_channels)
 
     def forward(self, points: list[Tensor]) -> Tensor:
@@ -89,13 +107,15 @@ class LidarBranch(nn.Module):
         batch = len(points)
         kept, pillars = [], []
         for b, cloud in enumerate(points):
-            cloud = cloud[:, :4].float()
+            cloud = cloud[:, :self.point_channels].float()
+            if cloud.shape[1] < self.point_channels:        # a single sweep without its time column
+                cloud = torch.cat([cloud, cloud.new_zeros(len(cloud), self.point_channels - cloud.shape[1])], 1)
             index, inside = self.grid.cell_index(cloud)
             keep = inside & torch.isfinite(cloud).all(dim=1) & (cloud[:, 2] >= self.z_range[0]) & (cloud[:, 2] < self.z_range[1])
             kept.append(cloud[keep])
             pillars.append(index[keep] + b * cells)
         device = self.vfe.linear.weight.device
-        all_points = torch.cat(kept).to(device) if kept else torch.zeros(0, 4, device=device)
+        all_points = torch.cat(kept).to(device) if kept else torch.zeros(0, self.point_channels, device=device)
         pillar_index = torch.cat(pillars).to(device) if pillars else torch.zeros(0, dtype=torch.long, device=device)
         pillar_features = self.vfe(all_points, pillar_index, batch * cells)             # middle encoder: scatter
         bev = pillar_features.reshape(batch, self.grid.height, self.grid.width, -1).permute(0, 3, 1, 2)
