@@ -9,7 +9,9 @@ condition and a cascade variant, and report detection, occlusion and id metrics.
         --data-root data/synthetic --version v1.0-synthetic-val [--split NAME] [--out report.json]
 
 Protocols: ``sparsecomp`` (default; metrics.py: our 8 classes where the model's BEV
-grid reaches, NDS without the attribute term, occlusion accuracy, id switches) and
+grid reaches, NDS without the attribute term, occlusion accuracy, id switches; its
+``tracking`` section, tracking_metrics.py: AMOTA, AMOTP, IDS as nuscenes-devkit's
+tracking evaluation, and id stability at the node's score threshold) and
 ``nuscenes`` (nuscenes_protocol.py: the devkit's DetectionEval on the submission).
 ``--results-out`` writes the run's nuScenes detection submission; ``--results``
 evaluates such a file instead of running a model.
@@ -40,6 +42,7 @@ from ..models.detector import SparseCompDetector, load_detector
 from . import nuscenes_protocol
 from .detection_metrics import Detection
 from .metrics import detection_report, tracking_report
+from .tracking_metrics import OPERATING_SCORE_THRESHOLD, tracking_metrics
 
 BLACK_LEVEL = 8.0
 
@@ -152,14 +155,30 @@ class EvaluationRun:
     results: dict[str, list[dict]] = field(default_factory=dict)       # sample token -> nuScenes result boxes
     masked: int = 0
     total_cameras: int = 0
+    track_ids: dict[str, int] = field(default_factory=dict)               # instance token -> ground-truth track id
+    ego_poses: dict[str, list[np.ndarray]] = field(default_factory=dict)   # sequence -> ego2global [4, 4] per frame
+    timestamps: dict[str, list[int]] = field(default_factory=dict)         # sequence -> microseconds per frame
 
-    def report(self) -> dict:
-        """Our protocol: 8 classes within the model's BEV grid, occlusion and ids."""
+    def report(self, operating_threshold: float = OPERATING_SCORE_THRESHOLD) -> dict:
+        """Our protocol: 8 classes within the model's BEV grid, occlusion and ids; the
+        ``tracking`` section as nuscenes-devkit's tracking evaluation, plus id stability at
+        the node's operating threshold."""
         report = detection_report(self.gts, self.preds)
         report.update(tracking_report(self.sequences))
+        report["tracking"] = tracking_metrics(self.sequences, operating_threshold, self.ego_poses, self.timestamps)
         report.update(condition=self.condition, variant=self.variant, frames=len(self.gts),
                       masked_camera_fraction=self.masked / max(self.total_cameras, 1))
         return report
+
+
+def ground_truth_detections(sample: str, target: dict, track_ids: dict[str, int]) -> list[Detection]:
+    """A frame's ground truth (target: boxes [M, 10], labels [M], occlusion [M], instance_tokens [M])
+    as Detections whose track id is the object's nuScenes instance token, numbered in ``track_ids``
+    (shared by the whole run, extended here), so an object keeps its track id in every frame."""
+    for token in target["instance_tokens"]:
+        track_ids.setdefault(token, len(track_ids))
+    return [Detection(sample, b.numpy().astype(np.float64), int(l), 1.0, int(o), track_ids[t])
+            for b, l, o, t in zip(target["boxes"], target["labels"], target["occlusion"], target["instance_tokens"])]
 
 
 def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Condition, variant: str = "full",
@@ -196,10 +215,7 @@ def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Co
                 run.total_cameras += inputs.cam_mask.numel()
                 detections, state = model.infer(inputs.to(device), state, ranking)
                 sample = f"{frame.sequence_id}/{index}"
-                tokens = {t: i for i, t in enumerate(dict.fromkeys(target["instance_tokens"]))}
-                run.gts[sample] = [Detection(sample, b.numpy().astype(np.float64), int(l), 1.0, int(o), tokens[t])
-                                   for b, l, o, t in zip(target["boxes"], target["labels"], target["occlusion"],
-                                                         target["instance_tokens"])]
+                run.gts[sample] = ground_truth_detections(sample, target, run.track_ids)
                 det = detections[0]
                 frame_preds = [Detection(sample, b.cpu().numpy().astype(np.float64), int(l), float(s), int(o), int(i))
                                for b, l, s, o, i in zip(det["boxes"], det["labels"], det["scores"], det["occlusion"],
@@ -208,6 +224,8 @@ def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Co
                 run.sequences.setdefault(frame.sequence_id, []).append((run.gts[sample], frame_preds))
                 token = dataset.scenes[scene][1][index]
                 ego2global = frame.ego2global.numpy().astype(np.float64)
+                run.ego_poses.setdefault(frame.sequence_id, []).append(ego2global)
+                run.timestamps.setdefault(frame.sequence_id, []).append(frame.timestamp_us)
                 run.results[token] = [nuscenes_protocol.submission_box(token, p.box, p.label, p.score, ego2global)
                                       for p in frame_preds]
                 bar.update(1)
@@ -234,6 +252,17 @@ SUMMARY_KEYS = {"sparsecomp": ("condition", "variant", "frames", "mAP", "NDS", "
                              "mAVE", "mAAE", "classes_without_gt")}
 
 
+def tracking_summary(tracking: dict) -> dict:
+    """The printed part of the tracking section: the devkit's headline figures and the id
+    stability at the operating threshold (cars' figures when the set has continuously visible cars)."""
+    operating = tracking["operating_point"]
+    summary = {k: tracking[k] for k in ("amota", "amotp", "ids", "mota", "recall")}
+    summary.update({f"at_{operating['score_threshold']:g}": {
+        "id_switches": operating["id_switches"], "id_switches_per_100_gt": operating["id_switches_per_100_gt"],
+        "continuously_visible_cars": operating["continuously_visible"].get("car")}})
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description="Evaluate a trained sparsecomp model (or an existing nuScenes submission file).")
@@ -253,6 +282,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="write the full metric report (JSON) here")
     parser.add_argument("--results-out", help="write the nuScenes detection submission (JSON) of the model run here")
+    parser.add_argument("--operating-threshold", type=float, default=OPERATING_SCORE_THRESHOLD,
+                        help="score threshold of the tracking section's id-stability figures (the node's "
+                             "output.score_threshold)")
     args = parser.parse_args(argv)
     if (args.checkpoint is None) == (args.results is None):
         parser.error("give either --checkpoint (run a model) or --results (evaluate a submission file)")
@@ -287,9 +319,11 @@ def main(argv: list[str] | None = None) -> dict:
             report.update(condition=condition.name, variant=args.variant,
                           masked_camera_fraction=run.masked / max(run.total_cameras, 1))
         else:
-            report = run.report()
+            report = run.report(args.operating_threshold)
         report["checkpoint"] = Path(args.checkpoint).name
     summary = {k: report[k] for k in SUMMARY_KEYS[protocol]}
+    if "tracking" in report:
+        summary["tracking"] = tracking_summary(report["tracking"])
     if protocol == "nuscenes":
         summary["AP"] = {name: round(c["ap_mean"], 4) for name, c in report["per_class"].items()}
     print(jsonio.dumps(summary, indent=2))
