@@ -23,8 +23,10 @@ from .sweeps import merge_sweeps, previous_sweeps
 class Frame:
     """One sample, model-ready. images [V, 3, H, W] uint8; camera_present [V]
     bool (False: no image in the data, a dead camera); intrinsics [V, 3, 3] at
-    model resolution; cam2ego [V, 4, 4]; lidar [N, 4] (x, y, z, intensity), or
-    [N, 5] with dt_s when several sweeps are merged (data.sweeps); ego2global [4, 4]
+    model resolution; cam2ego [V, 4, 4] camera -> ego at the LiDAR time (a
+    camera that fired at another time is placed through its own ego pose);
+    lidar [N, 4] (x, y, z, intensity), or [N, 5] with dt_s when several
+    sweeps are merged (data.sweeps); ego2global [4, 4]
     float64; trajectory [T, 2] future ego path in this ego frame; targets:
     boxes [M, 10], labels [M], occlusion [M], instance tokens."""
     images: torch.Tensor
@@ -91,6 +93,9 @@ class SequenceDataset:
             camera_intrinsics[0] *= scale_x
             camera_intrinsics[1] *= scale_y
             intrinsics[cam] = torch.from_numpy(camera_intrinsics).float()
+            if record["ego_pose_token"] != reference["ego_pose_token"]:
+                # fired off the LiDAR time (nuScenes: 1-45 ms): camera -> ego(t_cam) -> global -> ego(t_lidar)
+                sensor2ego = np.linalg.inv(ego2global) @ self.layout.ego2global(record) @ sensor2ego
             cam2ego[cam] = torch.from_numpy(sensor2ego).float()
             present[cam] = True
         targets = self.layout.boxes(token, ego2global)

@@ -1,12 +1,21 @@
 """Generate synthetic multi-sensor sequences in the nuScenes layout.
 
     python -m sparsecomp_core.data.synthetic.generate --out data/synthetic --rig default7 \
-        --scenes 4 --frames 100 --seed 0 [--image-size 128 256] [--lidar-beams 32 --lidar-azimuths 1024]
+        --scenes 4 --frames 100 --seed 0 [--image-size 128 256] [--lidar-beams 32 --lidar-azimuths 1024] \
+        [--camera-time-offsets-ms sweep | MS MS ...]
 
 Each scene is a deterministic function of (seed, scene index): 10 Hz
 keyframes with microsecond timestamps, all cameras of the rig, one LiDAR
 (LIDAR_TOP), ego poses, and annotations of the objects within range with
 visibility measured from the rendered rays (nuScenes visibility bins).
+
+Camera timing: by default every camera fires at the LiDAR time. With
+``--camera-time-offsets-ms`` each camera fires at its own time, as in nuScenes
+(``sweep``: when the LiDAR's clockwise sweep passes the camera's optical axis,
+``sweep_camera_offsets_us``; or one offset per rig camera): it is rendered at
+that time, from the ego pose of that time, and its sample_data has its own
+timestamp and ego_pose row. Annotations, the LiDAR and the sample keep the
+LiDAR time, as in nuScenes.
 
 The result opens in nuscenes-devkit as it is (``NuScenes(version, dataroot)``,
 ``get_sample_data`` on every channel, ``DetectionEval`` with ``eval_set="all"``):
@@ -21,14 +30,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from ...geometry import transform_boxes
-from ...rig import load_rig
+from ...rig import RigConfig, load_rig
 from ..nuscenes_layout import (GENERATED_CATEGORIES, LIDAR_CHANNEL, NuScenesWriter, quaternion_wxyz,
                                visibility_token)
 from .sensors import GroundTexture, cast_lidar, render_camera
@@ -42,6 +53,40 @@ SPLIT_NAME = "all"                        # the custom split (splits.json) holdi
 ATTRIBUTES = ("vehicle.moving", "vehicle.stopped", "vehicle.parked", "cycle.with_rider", "cycle.without_rider",
               "pedestrian.sitting_lying_down", "pedestrian.standing", "pedestrian.moving")
 MOVING_SPEED = 0.2                        # m/s: above it an actor is "moving" (as nuScenes baselines threshold)
+# nuScenes' LiDAR turns clockwise at 20 Hz and a camera is triggered when the sweep passes
+# the centre of its view; a sweep ends (the LiDAR timestamp) at about 106 deg: in its logs
+# CAM_BACK_LEFT (110 deg) fires ~0.5 ms and CAM_FRONT_LEFT (55 deg) ~43 ms before the LiDAR.
+LIDAR_SWEEP_US = 50_000
+SWEEP_END_HEADING_DEG = 106.0
+
+
+def sweep_camera_offsets_us(rig: RigConfig) -> list[int]:
+    """Per rig camera, when it fires relative to the LiDAR timestamp (microseconds, <= 0):
+    when the clockwise sweep ending at SWEEP_END_HEADING_DEG passes its optical axis.
+    For the nuScenes rig: FRONT_LEFT -43, FRONT -35, FRONT_RIGHT -28, BACK_RIGHT -20,
+    BACK -10, BACK_LEFT -1 ms, as in nuScenes."""
+    return [-round(LIDAR_SWEEP_US * ((camera.yaw_deg - SWEEP_END_HEADING_DEG) % 360.0) / 360.0)
+            for camera in rig.cameras]
+
+
+def camera_time_offsets_us(rig: RigConfig, offsets_ms: str | Sequence[float | str] | None) -> list[int]:
+    """Per rig camera, its time offset from the LiDAR in microseconds: all 0 for None,
+    ``sweep_camera_offsets_us`` for "sweep", else one value in milliseconds per camera."""
+    if offsets_ms is None:
+        return [0] * rig.num_cameras
+    if isinstance(offsets_ms, str):
+        offsets_ms = [offsets_ms]
+    if list(offsets_ms) == ["sweep"]:
+        return sweep_camera_offsets_us(rig)
+    if len(offsets_ms) != rig.num_cameras:
+        raise ValueError(f"camera time offsets: give 'sweep' or one value (ms) per camera of rig {rig.name!r} "
+                         f"({rig.num_cameras}: {rig.camera_names}), got {list(offsets_ms)}")
+    return [round(float(value) * 1000.0) for value in offsets_ms]
+
+
+def date_of(timestamp_us: int) -> str:
+    """The UTC date (YYYY-MM-DD) of a microsecond timestamp: a log's date_captured."""
+    return datetime.fromtimestamp(timestamp_us / 1e6, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def yaw_matrix(yaw: float) -> np.ndarray:
@@ -86,9 +131,11 @@ def scene_world(seed: int, scene_index: int, frames: int) -> World:
 
 def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: int, rig_name: str, frames: int,
                    image_size: tuple[int, int] | None, lidar_beams: int, lidar_azimuths: int,
-                   sensors: dict[str, str] | None = None) -> None:
+                   sensors: dict[str, str] | None = None, camera_offsets_us: Sequence[int] | None = None) -> None:
     """One scene into ``writer``; ``sensors`` (channel -> sensor token) is shared by all
-    scenes of a data set, so each channel has one sensor row, as in nuScenes."""
+    scenes of a data set, so each channel has one sensor row, as in nuScenes.
+    ``camera_offsets_us``: per rig camera, when it fires relative to the LiDAR (None: all at
+    the LiDAR time); a camera off the LiDAR time gets its own timestamp and ego_pose row."""
     sensors = {} if sensors is None else sensors
 
     def sensor_token(channel: str, modality: str) -> str:
@@ -105,7 +152,9 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
     labels = world.labels()
     tints = rng.uniform(0.75, 1.2, len(labels))
     name = f"scene-{seed:04d}-{scene_index:04d}"
-    log = writer.add("log", logfile=name, vehicle="synthetic", date_captured="2026-01-01", location="procedural")
+    camera_offsets_us = list(camera_offsets_us or [0] * rig.num_cameras)
+    base_us = 1_600_000_000_000_000 + (seed * 1000 + scene_index) * 100_000_000
+    log = writer.add("log", logfile=name, vehicle="synthetic", date_captured=date_of(base_us), location="procedural")
     scene = writer.add("scene", log_token=log, name=name, description=f"synthetic, seed {seed}, scene {scene_index}",
                        nbr_samples=frames, first_sample_token="", last_sample_token="")
 
@@ -124,7 +173,6 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
     calibrated[LIDAR_CHANNEL] = writer.add("calibrated_sensor", sensor_token=lidar_sensor, translation=list(LIDAR_POSITION),
                                            rotation=[1.0, 0.0, 0.0, 0.0], camera_intrinsic=[])
 
-    base_us = 1_600_000_000_000_000 + (seed * 1000 + scene_index) * 100_000_000
     previous_sample, previous_data = "", {}
     last_annotation: dict[int, dict] = {}
     instances: dict[int, dict] = {}
@@ -144,9 +192,10 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
         near = np.flatnonzero(np.linalg.norm(ego_boxes[:, :2], axis=1) < 90.0)
         visible, reachable = np.zeros(len(near)), np.zeros(len(near))
 
-        def add_data(channel: str, filename: str, fileformat: str, size: tuple[int, int]) -> None:
-            token = writer.add("sample_data", sample_token=sample, ego_pose_token=ego_pose,
-                               calibrated_sensor_token=calibrated[channel], timestamp=timestamp, fileformat=fileformat,
+        def add_data(channel: str, filename: str, fileformat: str, size: tuple[int, int], data_timestamp: int,
+                     pose_token: str) -> None:
+            token = writer.add("sample_data", sample_token=sample, ego_pose_token=pose_token,
+                               calibrated_sensor_token=calibrated[channel], timestamp=data_timestamp, fileformat=fileformat,
                                is_key_frame=True, height=size[0], width=size[1], filename=filename,
                                prev=previous_data.get(channel, {}).get("token", ""), next="")
             if channel in previous_data:
@@ -154,22 +203,31 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
             previous_data[channel] = writer.tables["sample_data"][-1]
 
         for cam, spec in enumerate(rig.cameras):
-            image, vis, reach = render_camera(ego_boxes[near], labels[near], tints[near],
+            camera_time, camera_pose, camera_boxes, camera_pose_token = timestamp, ego2global, ego_boxes[near], ego_pose
+            if camera_offsets_us[cam]:        # fired off the LiDAR time: the world and the ego pose of its own time
+                camera_time = timestamp + camera_offsets_us[cam]
+                camera_t = t + camera_offsets_us[cam] / 1e6
+                camera_pose = world.ego2global(camera_t)
+                camera_boxes = transform_boxes(world.actor_boxes(camera_t)[near], np.linalg.inv(camera_pose))
+                camera_pose_token = writer.add("ego_pose", timestamp=camera_time,
+                                               translation=camera_pose[:3, 3].tolist(),
+                                               rotation=quaternion_wxyz(camera_pose[:3, :3]))
+            image, vis, reach = render_camera(camera_boxes, labels[near], tints[near],
                                               calibration.intrinsics[0, cam].double().numpy(),
                                               calibration.cam2ego[0, cam].double().numpy(), (height, width),
-                                              ego2global, ground, rng)
+                                              camera_pose, ground, rng)
             visible += vis
             reachable += reach
-            filename = f"samples/{spec.name}/{name}__{spec.name}__{timestamp}.jpg"
+            filename = f"samples/{spec.name}/{name}__{spec.name}__{camera_time}.jpg"
             (root / filename).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(root / filename, quality=92)
-            add_data(spec.name, filename, "jpg", (height, width))
+            add_data(spec.name, filename, "jpg", (height, width), camera_time, camera_pose_token)
         points, counts = cast_lidar(ego_boxes[near], labels[near], lidar2ego, ego2global, ground, rng,
                                     lidar_beams, lidar_azimuths)
         filename = f"samples/{LIDAR_CHANNEL}/{name}__{LIDAR_CHANNEL}__{timestamp}.pcd.bin"
         (root / filename).parent.mkdir(parents=True, exist_ok=True)
         points.tofile(root / filename)
-        add_data(LIDAR_CHANNEL, filename, "pcd", (0, 0))
+        add_data(LIDAR_CHANNEL, filename, "pcd", (0, 0), timestamp, ego_pose)
         written = points[:, :3].astype(np.float64) @ lidar2ego[:3, :3].T + lidar2ego[:3, 3]
         in_box = points_in_boxes(written, ego_boxes[near])
 
@@ -209,16 +267,21 @@ def generate_scene(writer: NuScenesWriter, root: Path, scene_index: int, seed: i
 
 def generate(out: str | Path, version: str = "v1.0-synthetic", rig: str = "default7", scenes: int = 2,
              frames: int = 100, seed: int = 0, image_size: tuple[int, int] | None = None, lidar_beams: int = 32,
-             lidar_azimuths: int = 1024, progress: bool = True) -> Path:
-    """Write ``scenes`` scenes of ``frames`` frames under ``out``; returns the tables' folder."""
+             lidar_azimuths: int = 1024, progress: bool = True,
+             camera_time_offsets_ms: str | Sequence[float | str] | None = None) -> Path:
+    """Write ``scenes`` scenes of ``frames`` frames under ``out``; returns the tables' folder.
+    ``camera_time_offsets_ms``: None (every camera at the LiDAR time), "sweep" (nuScenes'
+    firing order, ``sweep_camera_offsets_us``) or one offset in ms per rig camera."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     writer = NuScenesWriter(root, version, seed)
     for name in ATTRIBUTES:
         writer.attribute_token(name)
     sensors: dict[str, str] = {}
+    offsets_us = camera_time_offsets_us(load_rig(rig), camera_time_offsets_ms)
     for index in tqdm(range(scenes), desc=f"generating {version}", disable=not progress):
-        generate_scene(writer, root, index, seed, rig, frames, image_size, lidar_beams, lidar_azimuths, sensors)
+        generate_scene(writer, root, index, seed, rig, frames, image_size, lidar_beams, lidar_azimuths, sensors,
+                       offsets_us)
     write_map(writer, root)
     folder = writer.write()
     splits = {SPLIT_NAME: [scene["name"] for scene in writer.tables["scene"]]}
@@ -248,9 +311,18 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None)
     parser.add_argument("--lidar-beams", type=int, default=32)
     parser.add_argument("--lidar-azimuths", type=int, default=1024)
+    parser.add_argument("--camera-time-offsets-ms", nargs="+", metavar="MS", default=None,
+                        help="when each camera fires relative to the LiDAR: 'sweep' (as nuScenes: when the LiDAR's "
+                             "clockwise sweep passes its optical axis, 1-44 ms before the LiDAR timestamp) or one "
+                             "value in ms per rig camera, in rig order (default: all at the LiDAR time)")
     args = parser.parse_args()
+    try:
+        camera_time_offsets_us(load_rig(args.rig), args.camera_time_offsets_ms)
+    except ValueError as exc:
+        parser.error(str(exc))
     folder = generate(args.out, args.version, args.rig, args.scenes, args.frames, args.seed,
-                      tuple(args.image_size) if args.image_size else None, args.lidar_beams, args.lidar_azimuths)
+                      tuple(args.image_size) if args.image_size else None, args.lidar_beams, args.lidar_azimuths,
+                      camera_time_offsets_ms=args.camera_time_offsets_ms)
     print(f"wrote {folder}")
 
 

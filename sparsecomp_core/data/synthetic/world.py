@@ -134,8 +134,9 @@ class World:
 
     # --- ego -------------------------------------------------------------------------------
     def ego_state(self, t: float) -> tuple[np.ndarray, float, float]:
-        """Global (x, y), heading and speed of the ego at time t (s)."""
-        s = self.ego_s0 + float(np.interp(t, self._speed_t, self._s_ego))
+        """Global (x, y), heading and speed of the ego at time t (s). Before t = 0 (cameras that
+        fire before a scene's first LiDAR time) the ego drives at its speed at t = 0."""
+        s = self.ego_s0 + float(np.interp(t, self._speed_t, self._s_ego)) + min(t, 0.0) * float(self._speed_v[0])
         xy, heading = self.road.pose(np.array([s]), np.array([-0.5 * LANE_WIDTH]))
         return xy[0], float(heading[0]), float(np.interp(t, self._speed_t, self._speed_v))
 
