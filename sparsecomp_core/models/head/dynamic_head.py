@@ -13,7 +13,8 @@ from ..completion.attention import KeyMaskedAttention
 from .boxes import NUM_ANGLE_BINS, NUM_CLASSES, NUM_OCCLUSION_STATES, refine_yaw
 from .heatmap import BEVHeatmapHead, heatmap_peaks
 from .query_queue import KeptQueries, QueryQueue, compensated_history, select_queries, zero_static_velocities
-from .track_ids import associate_ids
+from .track_ids import associate_ids, inheritable_past
+from .velocity_history import HistoryVelocityFusion
 
 REG_SIZE = 11   # centre (3, metres), log size (3), sin yaw, cos yaw, velocity (3)
 
@@ -37,6 +38,11 @@ class DynamicHeadConfig:
     # Current queries initialised from BEV heatmap peaks (0: all learnable, as the
     # spec); they take the last slots, so the propagated ones never replace them.
     heatmap_queries: int = 0
+    # Velocity also from the history: each query's velocity is weighed with the
+    # displacements of the nearest past detections over their time differences
+    # (head/velocity_history.py, docs/model.md). Off: the regressed velocity only.
+    velocity_from_history: bool = False
+    velocity_history_gate_m: float = 4.0    # a past detection farther than this from where it was expected is no evidence
 
     def __post_init__(self) -> None:
         if not 0 < self.topk_query <= self.num_queries:
@@ -120,14 +126,15 @@ class DynamicHead(nn.Module):
     occlusion_logits [L, B, Q, 4], boxes [L, B, Q, 10] decoded; with
     heatmap_queries > 0 also heatmap_logits [B, 8, H, W]; and embeddings [B, Q, C], ids [B, Q] (see track_ids), propagated [B, Q] bool
     (slot continues a kept query), queue (checked for scene changes;
-    ``update_queue`` pushes this frame).
+    ``update_queue`` pushes this frame). With ``velocity_from_history`` the
+    velocity in regression and boxes is HistoryVelocityFusion's.
     """
 
     def __init__(self, grid: BEVGrid, num_queries: int = 384, topk_query: int = 128, queue_length: int = 4,
                  embed_dims: int = 256, num_layers: int = 3, num_heads: int = 8, ffn_channels: int = 1024,
                  neck_channels: int = 512, random_sampling_probability: float = 0.5, num_top_when_random: int = 20,
                  max_time_gap_s: float = 2.0, id_gate_m: float = 2.0, id_min_score: float = 0.1,
-                 heatmap_queries: int = 0):
+                 heatmap_queries: int = 0, velocity_from_history: bool = False, velocity_history_gate_m: float = 4.0):
         super().__init__()
         self.grid = grid
         self.id_gate_m, self.id_min_score = id_gate_m, id_min_score
@@ -145,6 +152,10 @@ class DynamicHead(nn.Module):
         self.position_encoder = PositionEncoder3D(embed_dims)
         self.layers = nn.ModuleList(StreamTransformerLayer(embed_dims, num_heads, ffn_channels) for _ in range(num_layers))
         self.branches = nn.ModuleList(PredictionBranches(embed_dims) for _ in range(num_layers))
+        self.velocity_fusion = None
+        if velocity_from_history:
+            self.velocity_fusion = nn.ModuleList(HistoryVelocityFusion(embed_dims, self.history_frames, velocity_history_gate_m)
+                                                 for _ in range(num_layers))
         cells = torch.cat([grid.normalise(torch.cat([grid.cell_centres(), torch.zeros(grid.height * grid.width, 1)], 1))[:, :2],
                            torch.full((grid.height * grid.width, 1), 0.5)], dim=1)
         self.register_buffer("bev_cells", cells, persistent=False)                     # [HW, 3] normalised
@@ -182,11 +193,14 @@ class DynamicHead(nn.Module):
                                                reference[:, :k]), reference[:, k:]], 1)
 
         per_layer = {key: [] for key in ("cls_logits", "regression", "angle_logits", "occlusion_logits", "boxes")}
-        for layer, branches in zip(self.layers, self.branches):
+        for index, (layer, branches) in enumerate(zip(self.layers, self.branches)):
             queries = layer(queries, self.position_encoder(reference), history_emb, history_pos, history_valid, bev, bev_pos)
             out = branches(queries)
             centre_norm = torch.sigmoid(inverse_sigmoid(reference) + out["regression"][..., :3])
-            regression = torch.cat([self.grid.denormalise(centre_norm), out["regression"][..., 3:]], dim=-1)
+            centre, velocity = self.grid.denormalise(centre_norm), out["regression"][..., 8:]
+            if self.velocity_fusion is not None:
+                velocity = self.velocity_fusion[index](queries, centre, out["cls_logits"].argmax(-1), velocity, history)
+            regression = torch.cat([centre, out["regression"][..., 3:8], velocity], dim=-1)
             out["regression"] = regression
             out["boxes"] = decode_boxes(regression, out["angle_logits"])
             for key in per_layer:
@@ -194,7 +208,7 @@ class DynamicHead(nn.Module):
             reference = centre_norm.detach()
         result = {key: torch.stack(values) for key, values in per_layer.items()}
         scores, labels = torch.sigmoid(result["cls_logits"][-1]).max(dim=-1)
-        past = history.per_frame() if history is not None else []
+        past = inheritable_past(queue, history, self.id_min_score)
         ids, next_id = associate_ids(result["boxes"][-1][..., :3], labels, scores, past, queue.next_id,
                                      self.id_gate_m, self.id_min_score)
         result.update(embeddings=queries, ids=ids, propagated=propagated, queue=queue, next_id=next_id)
@@ -245,4 +259,4 @@ def build_dynamic_head(cfg: DynamicHeadConfig, grid: BEVGrid) -> DynamicHead:
     return DynamicHead(grid, cfg.num_queries, cfg.topk_query, cfg.queue_length, cfg.embed_dims, cfg.num_layers,
                        cfg.num_heads, cfg.ffn_channels, cfg.neck_channels, cfg.random_sampling_probability,
                        cfg.num_top_when_random, cfg.max_time_gap_s, cfg.id_gate_m, cfg.id_min_score,
-                       cfg.heatmap_queries)
+                       cfg.heatmap_queries, cfg.velocity_from_history, cfg.velocity_history_gate_m)

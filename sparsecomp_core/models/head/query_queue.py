@@ -39,9 +39,10 @@ class KeptQueries:
 @dataclass(frozen=True)
 class CompensatedQueries:
     """History queries in the current ego frame, all kept frames concatenated
-    (newest first): embeddings [B, N, C], reference_points [B, N, 3] metres,
-    velocities [B, N, 3], labels [B, N], ids [B, N], valid [B, N] bool;
-    frame_sizes: queries per frame."""
+    (newest first): embeddings [B, N, C], reference_points [B, N, 3] metres
+    (centre + velocity x dt, moved into the current ego frame), velocities
+    [B, N, 3], labels [B, N], ids [B, N], valid [B, N] bool, dt_s [B, N]
+    seconds since the query's frame; frame_sizes: queries per frame."""
     embeddings: Tensor
     reference_points: Tensor
     velocities: Tensor
@@ -49,6 +50,7 @@ class CompensatedQueries:
     ids: Tensor
     valid: Tensor
     frame_sizes: tuple[int, ...]
+    dt_s: Tensor | None = None
 
     def per_frame(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Newest first: (reference_points, labels, ids, valid) of each frame."""
@@ -107,7 +109,9 @@ def compensated_history(queue: QueryQueue, ego2global: Tensor, timestamp_us: Ten
         labels=torch.cat([f.labels for f in queue.frames], dim=1),
         ids=torch.cat([f.ids for f in queue.frames], dim=1),
         valid=torch.cat([f.valid[:, None].expand(-1, f.ids.shape[1]) for f in queue.frames], dim=1),
-        frame_sizes=tuple(f.ids.shape[1] for f in queue.frames))
+        frame_sizes=tuple(f.ids.shape[1] for f in queue.frames),
+        dt_s=torch.cat([((timestamp_us.to(torch.int64) - f.timestamp_us.to(torch.int64)).float() / 1e6)[:, None]
+                        .expand(-1, f.ids.shape[1]) for f in queue.frames], dim=1))
 
 
 def select_queries(scores: Tensor, topk: int, random_sampling: bool, num_top_when_random: int,
