@@ -6,6 +6,14 @@ output is associated (scipy Hungarian, same class, centre distance within a
 gate) with the motion-compensated kept queries of the newest past frame,
 then of older frames for what is left; matched outputs inherit the id,
 the others get fresh ids from the queue's counter.
+
+Only kept queries that were confident themselves (score >= min_score when
+kept) can hand an id on. The queue keeps the top-k queries, most of them far
+below min_score, and each of those holds a throwaway id; when one sat nearer
+to where an object is now than the object's own kept query (a duplicate, or
+a velocity error), the object took the throwaway id and lost its own: most
+of the shipped model's car id switches at the node's threshold were that.
+Skipping them, an object missing one frame continues from an older frame.
 """
 from __future__ import annotations
 
@@ -13,14 +21,29 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from .query_queue import CompensatedQueries, QueryQueue
+
+
+def inheritable_past(queue: QueryQueue, history: CompensatedQueries | None,
+                     min_score: float) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Newest first, per kept frame of ``queue``: (centres [B, k, 3] compensated to now,
+    labels [B, k], ids [B, k], usable [B, k] bool) for ``associate_ids``; usable: the frame
+    is valid and the query scored at least ``min_score`` when kept (only those carry a
+    real id). ``history``: the queue compensated to now (None when empty)."""
+    if history is None:
+        return []
+    return [(centres, labels, ids, valid & (kept.scores >= min_score))
+            for (centres, labels, ids, valid), kept in zip(history.per_frame(), queue.frames)]
+
 
 def associate_ids(centres: Tensor, labels: Tensor, scores: Tensor, past: list[tuple[Tensor, Tensor, Tensor, Tensor]],
                   next_id: int, gate_m: float = 2.0, min_score: float = 0.1) -> tuple[Tensor, int]:
     """Ids [B, Q] for outputs with centres [B, Q, 3], labels [B, Q], scores [B, Q].
 
     past: newest first, per frame (centres [B, k, 3] compensated to now,
-    labels [B, k], ids [B, k], usable [B, k] bool). Returns the ids and the
-    next free id.
+    labels [B, k], ids [B, k], usable [B, k] bool), as ``inheritable_past``
+    gives it. Outputs scoring below min_score neither inherit an id nor, once
+    kept, hand theirs on. Returns the ids and the next free id.
     """
     batch, queries = labels.shape
     ids = torch.arange(batch * queries, device=labels.device).reshape(batch, queries) + next_id
