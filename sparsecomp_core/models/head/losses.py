@@ -154,7 +154,12 @@ class DynamicLoss(nn.Module):
             cls_weight[b, pred_idx] = weight
             code = self.code_weights.expand(len(gt_idx), -1).clone()
             code[:, 8:] = code[:, 8:] * self.velocity_occlusion_weights[occlusion][:, None]
-            error = (out["regression"][b, pred_idx] - encode_boxes(boxes)).abs() * code
+            encoded = encode_boxes(boxes)
+            # Unknown velocity (NaN, as the devkit leaves it) is no velocity target, not 0 m/s:
+            # its term's weight is 0, and the NaN is replaced so neither value nor gradient sees it.
+            known = torch.isfinite(encoded)
+            code = code * known
+            error = (out["regression"][b, pred_idx] - torch.where(known, encoded, torch.zeros_like(encoded))).abs() * code
             box_terms.append((error.sum(dim=1) * weight).sum())
             bins = angle_bin_targets(boxes[:, 6])
             angle_terms.append((-(bins * F.log_softmax(out["angle_logits"][b, pred_idx], dim=-1)).sum(-1) * weight).sum())
