@@ -16,6 +16,7 @@ from ..geometry import Calibration
 from ..models.detector import FrameInputs
 from ..rig import RigConfig
 from .nuscenes_layout import LIDAR_CHANNEL, NuScenesLayout
+from .splits import select_scenes
 from .sweeps import merge_sweeps, previous_sweeps
 
 
@@ -45,10 +46,14 @@ class SequenceDataset:
     """Scenes of a nuScenes-layout data set, read with the rig's camera names
     and resized to the model input size. ``lidar_sweeps``: 1 gives the key
     frame's sweep [N, 4]; N > 1 merges it with the N - 1 sweeps before it
-    into [M, 5] (``merge_sweeps``: current ego frame, time lag in seconds)."""
+    into [M, 5] (``merge_sweeps``: current ego frame, time lag in seconds).
+    ``split``: only the scenes of this split (``data.splits``: an official nuScenes
+    split of an official version, else a custom split of ``splits.json``); None:
+    every scene."""
 
     def __init__(self, root: str, version: str, rig: RigConfig, image_size: tuple[int, int] | None = None,
-                 trajectory_horizon_s: float = 3.0, trajectory_step_s: float = 0.5, lidar_sweeps: int = 1):
+                 trajectory_horizon_s: float = 3.0, trajectory_step_s: float = 0.5, lidar_sweeps: int = 1,
+                 split: str | None = None):
         if lidar_sweeps < 1:
             raise ValueError(f"lidar_sweeps must be >= 1, got {lidar_sweeps}")
         self.lidar_sweeps = lidar_sweeps
@@ -58,6 +63,8 @@ class SequenceDataset:
         self.scenes = [(scene["name"], self.layout.scene_samples(scene)) for scene in self.layout.scenes()]
         if not self.scenes:
             raise ValueError(f"no scenes in {root}/{version}")
+        kept = set(select_scenes([name for name, _ in self.scenes], root, version, split))
+        self.scenes = [scene for scene in self.scenes if scene[0] in kept]
         self.trajectory_horizon_s, self.trajectory_step_s = trajectory_horizon_s, trajectory_step_s
 
     def __len__(self) -> int:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from .. import jsonio
 from ..data.dataset import Frame, SequenceDataset, collate
 from ..data.nuscenes_layout import NuScenesLayout
+from ..data.splits import select_scenes
 from ..model_config import ModelConfig
 from ..models.detector import SparseCompDetector, load_detector
 from . import nuscenes_protocol
@@ -271,8 +272,10 @@ def main(argv: list[str] | None = None) -> dict:
                                           "(implies --protocol nuscenes)")
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--version", default="v1.0-synthetic-val")
-    parser.add_argument("--split", help="a custom split of <data-root>/<version>/splits.json (default: every scene "
-                                        "of the version; generated sets have the split 'all')")
+    parser.add_argument("--split", help="only the scenes of this split (default: every scene of the version): a "
+                                        "nuScenes split of an official version (v1.0-trainval: train, val; v1.0-mini: "
+                                        "mini_train, mini_val; v1.0-test: test), else a custom split of "
+                                        "<data-root>/<version>/splits.json (generated sets have 'all')")
     parser.add_argument("--protocol", choices=["sparsecomp", "nuscenes"],
                         help="sparsecomp: our 8 classes within the BEV grid, NDS without attributes, occlusion and "
                              "ids (default when running a model); nuscenes: the devkit's DetectionEval protocol")
@@ -295,19 +298,19 @@ def main(argv: list[str] | None = None) -> dict:
         if args.results_out:
             parser.error("--results-out needs a model run (--checkpoint)")
     protocol = args.protocol or ("nuscenes" if args.results else "sparsecomp")
-    scene_names = None if args.split is None else nuscenes_protocol.split_scenes(args.data_root, args.version, args.split)
 
     if args.results is not None:
         layout = NuScenesLayout(args.data_root, args.version)
+        scene_names = select_scenes([scene["name"] for scene in layout.scenes()], args.data_root, args.version,
+                                    args.split)
         content = nuscenes_protocol.load_submission(args.results)
         report = nuscenes_protocol.evaluate_submission(content, layout, nuscenes_protocol.split_samples(layout, scene_names))
         report.update(condition=None, variant=None, results=Path(args.results).name)
     else:
         model, model_cfg = load_detector(args.checkpoint, args.device)
-        dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig(), lidar_sweeps=model_cfg.lidar.sweeps)
+        dataset = SequenceDataset(args.data_root, args.version, model_cfg.load_rig(), lidar_sweeps=model_cfg.lidar.sweeps,
+                                  split=args.split)
         check_rig_matches_data(dataset, args.checkpoint, f"{args.data_root}/{args.version}")
-        if scene_names is not None:
-            dataset.scenes = [scene for scene in dataset.scenes if scene[0] in set(scene_names)]
         condition = standard_conditions(dataset.rig.camera_names)[args.condition]
         run = run_model(model, dataset, condition, args.variant)
         content = nuscenes_protocol.submission(run.results, **submission_meta(model, model_cfg, args.variant))

@@ -142,17 +142,6 @@ def quaternion_yaw(rotation_wxyz: list[float]) -> float:
     return float(np.arctan2(matrix[1, 0], matrix[0, 0]))
 
 
-def split_scenes(root: str | Path, version: str, split: str) -> list[str]:
-    """Scene names of a custom split in ``<root>/<version>/splits.json`` (the devkit's mechanism)."""
-    path = Path(root) / version / "splits.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"split {split!r} requested, but {path} does not exist")
-    splits = jsonio.loads_strict(path.read_text())
-    if split not in splits:
-        raise ValueError(f"split {split!r} is not in {path} (it has {sorted(splits)})")
-    return list(splits[split])
-
-
 def split_samples(layout: NuScenesLayout, scene_names: list[str] | None = None) -> list[str]:
     """Sample tokens of the given scenes (all scenes if None), in sample-table order (the devkit's order)."""
     scenes = layout.tables["scene"]

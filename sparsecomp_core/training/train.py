@@ -37,6 +37,9 @@ class TrainConfig:
     model: str = "tiny"                       # config/models/<name>.yaml or a path
     data_root: str = "data/synthetic"
     data_version: str = "v1.0-synthetic-train"
+    # Scenes to train on (data.splits): a nuScenes split of an official version (v1.0-trainval:
+    # train; v1.0-mini: mini_train), else a custom split of <version>/splits.json; None: all.
+    data_split: str | None = None
     stage: Literal["stage1", "stage2"] = "stage1"
     steps: int = 1000
     batch_size: int = 2                       # per process
@@ -97,7 +100,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.init_from:
         state = read_checkpoint(cfg.init_from)
         model.load_state_dict(state["model"] if "model" in state else state)
-    dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size, lidar_sweeps=model_cfg.lidar.sweeps)
+    dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size, lidar_sweeps=model_cfg.lidar.sweeps,
+                              split=cfg.data_split)
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
                             streaming=cfg.stage == "stage2", seed=cfg.seed + 1000 * rank)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.lr_scales, cfg.weight_decay))
