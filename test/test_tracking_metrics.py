@@ -96,6 +96,7 @@ def test_tracking_metrics_equal_hand_computed_values():
     # No interpolation at the operating point: A is missed at frame 2 and keeps id 1 after it.
     assert operating["id_switches"] == 1 and operating["gt_object_frames"] == 8
     assert operating["id_switches_per_100_gt"] == pytest.approx(12.5)
+    assert operating["per_class"] == {"car": {"id_switches": 1, "gt_object_frames": 8}}
     cars = operating["continuously_visible"]["car"]
     # A: ids 1, 1, -, 1 (keeps 3/4, runs 2 and 1); B: 2, 2, 3, 3 (keeps 2/4, runs 2 and 2).
     assert cars["objects"] == 2 and cars["median_id_keep_fraction"] == pytest.approx((0.75 + 0.5) / 2)

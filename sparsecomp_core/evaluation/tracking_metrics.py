@@ -360,11 +360,12 @@ def operating_point_report(sequences: dict[str, Frames], score_threshold: float 
                            min_continuous_frames: int = MIN_CONTINUOUS_FRAMES) -> dict:
     """Id stability of what the node publishes: predictions scoring at least
     ``score_threshold`` (their own scores, no interpolation), CLEAR MOT matched per class
-    and scene. Returns IDS, GT object-frames, IDS per 100 GT object-frames and, per class,
-    the continuously visible objects (annotated in every frame of a span of at least
+    and scene. Returns IDS, GT object-frames, IDS per 100 GT object-frames (also IDS and
+    GT object-frames per class) and, per class, the continuously visible objects (annotated in every frame of a span of at least
     ``min_continuous_frames``): how many, their median length, the median fraction of their
     frames they keep one predicted id, and the median length of their id runs."""
-    switches = objects = 0
+    switches = {label: 0 for label in classes}
+    objects = {label: 0 for label in classes}
     continuous: dict[int, list[ContinuousTrack]] = {label: [] for label in classes}
     for frames in sequences.values():
         gt_frames = [to_track_boxes(g) for g, _ in frames]
@@ -380,8 +381,8 @@ def operating_point_report(sequences: dict[str, Frames], score_threshold: float 
                     presence.setdefault(b.track_id, []).append(index)
                 pairs, _ = accumulator.update(gt, pred) if gt or pred else ({}, [])
                 matched.append(pairs)
-            switches += accumulator.counts.switches
-            objects += accumulator.counts.objects
+            switches[label] += accumulator.counts.switches
+            objects[label] += accumulator.counts.objects
             for track_id, indices in presence.items():
                 if len(indices) >= min_continuous_frames and indices[-1] - indices[0] + 1 == len(indices):
                     continuous[label].append(ContinuousTrack(label, [matched[i].get(track_id) for i in indices]))
@@ -394,8 +395,11 @@ def operating_point_report(sequences: dict[str, Frames], score_threshold: float 
             "objects": len(tracks), "median_frames": float(np.median([t.frames for t in tracks])),
             "median_id_keep_fraction": float(np.median([t.keep_fraction() for t in tracks])),
             "median_id_run_frames": float(np.median(runs)) if runs else 0.0}
-    return {"score_threshold": score_threshold, "id_switches": switches, "gt_object_frames": objects,
-            "id_switches_per_100_gt": 100.0 * switches / objects if objects else float("nan"),
+    total_switches, total_objects = sum(switches.values()), sum(objects.values())
+    return {"score_threshold": score_threshold, "id_switches": total_switches, "gt_object_frames": total_objects,
+            "id_switches_per_100_gt": 100.0 * total_switches / total_objects if total_objects else float("nan"),
+            "per_class": {CLASS_NAMES[label]: {"id_switches": switches[label], "gt_object_frames": objects[label]}
+                          for label in classes if objects[label]},
             "min_continuous_frames": min_continuous_frames, "continuously_visible": per_class}
 
 
