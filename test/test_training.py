@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from sparsecomp_core.config import to_dict
 from sparsecomp_core.data.synthetic.generate import generate
+from sparsecomp_core.models.bev.lidar import LidarBranch
 from sparsecomp_core.training.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -45,3 +48,33 @@ def test_stage2_streams_scenes_and_follows_the_freeze_schedule(tmp_path):
     train(config(tmp_path, "stage2", 4, stage="stage2"))
     log = [json.loads(line) for line in (tmp_path / "stage2" / "train_log.jsonl").read_text().splitlines()]
     assert [r["frozen"] for r in log] == [["fuser"]] * 3 + [[]]
+
+
+def test_lidar_dropout_trains_with_and_without_lidar_and_dropped_samples_get_no_points(tmp_path, monkeypatch):
+    """Stage 2 with every issue-14 option on (3 merged sweeps, velocity from history, completed cameras
+    in the BEV with the temporal level, LiDAR dropout): some streams run without LiDAR, and exactly
+    the samples logged as dropped reach the LiDAR branch without a single point."""
+    generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=2, frames=5, image_size=(64, 128),
+             lidar_beams=8, lidar_azimuths=128, progress=False)
+    model_yaml = tmp_path / "micro_sweeps.yaml"
+    model_yaml.write_text(yaml.safe_dump(to_dict(micro_config(
+        lidar={"sweeps": 3}, head={"velocity_from_history": True},
+        view_transform={"use_completed_cameras": True, "extra_levels": [2]}))))
+    seen: list[list[torch.Tensor]] = []
+    original = LidarBranch.forward
+
+    def recording(self, points):
+        seen.append([p.detach().clone() for p in points])
+        return original(self, points)
+    monkeypatch.setattr(LidarBranch, "forward", recording)
+    cfg = config(tmp_path, "dropout", 10, stage="stage2")
+    cfg.model, cfg.lidar_dropout = str(model_yaml), 0.5
+    train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "dropout" / "train_log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in log)
+    dropped = [r["lidar_dropped"] for r in log]
+    assert 0 < sum(dropped) < 2 * len(log)                    # with and without LiDAR in one training
+    assert [sum(len(cloud) == 0 for cloud in clouds) for clouds in seen] == dropped
+    kept = [cloud for clouds in seen for cloud in clouds if len(cloud)]
+    assert all(cloud.shape[1] == 5 for cloud in kept)          # x, y, z, intensity, dt_s
+    assert max(float(cloud[:, 4].max()) for cloud in kept) == pytest.approx(0.2)   # up to 2 sweeps back

@@ -4,7 +4,7 @@ dropout, checkpoints with resume, a JSON-lines log of every loss, and
 multi-GPU / multi-node with torchrun (DistributedDataParallel).
 
     python -m sparsecomp_core.training.train --config config/train/tiny_stage1.yaml [--out DIR]
-        [--steps N] [--data-root DIR] [--resume]
+        [--steps N] [--data-root DIR] [--resume] [--device cpu|cuda]
     torchrun --nproc_per_node 8 -m sparsecomp_core.training.train --config ...
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .. import jsonio
 from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import SequenceDataset, StreamSampler, collate
+from ..lidar_dropout import LidarDropout
 from ..model_config import ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
 from .freeze import apply_freeze_schedule, parameter_groups
@@ -50,12 +51,19 @@ class TrainConfig:
     lr_scales: dict[str, float] = field(default_factory=dict)
     freeze_module_schedules: dict[str, int] = field(default_factory=dict)
     camera_dropout: bool = True
+    # Probability that a stream's whole LiDAR input is removed (lidar_dropout.py;
+    # decided per stream, so per frame in stage 1). 0: never, today's training.
+    lidar_dropout: float = 0.0
     amp: bool = True                          # CUDA only
     init_from: str | None = None              # weights to start from (e.g. the stage-1 result)
     checkpoint_every: int = 250
     log_every: int = 10
     seed: int = 0
     out_dir: str = "outputs/train"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lidar_dropout <= 1.0:
+            raise ValueError(f"lidar_dropout must be a probability in [0, 1], got {self.lidar_dropout}")
 
 
 def cosine_lr(step: int, cfg: TrainConfig) -> float:
@@ -68,13 +76,19 @@ def cosine_lr(step: int, cfg: TrainConfig) -> float:
 
 
 
-def distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initialises the process group under torchrun."""
+def distributed(device: str | None = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group under torchrun.
+    ``device``: "cpu" or "cuda"; None: CUDA when available."""
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda, but this torch sees no CUDA device")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if world > 1 else 0
-    if torch.cuda.is_available():
+    if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return rank, world, torch.device("cuda", local)
@@ -82,15 +96,16 @@ def distributed() -> tuple[int, int, torch.device]:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, sampler: StreamSampler, step: int,
-                    cfg: TrainConfig, model_cfg: ModelConfig) -> None:
+                    cfg: TrainConfig, model_cfg: ModelConfig, lidar_dropout: LidarDropout | None = None) -> None:
     """``last.pt``: everything --resume needs, plus the model config, so the file also loads
     for evaluation (``load_detector``). Plain containers and tensors only (weights_only=True)."""
+    extra = {} if lidar_dropout is None else {"lidar_dropout": lidar_dropout.state_dict()}
     save_model_checkpoint(path, model, model_cfg, optimizer=optimizer.state_dict(), sampler=sampler.state_dict(),
-                          step=step, train_config=to_dict(cfg), torch_rng=torch.get_rng_state())
+                          step=step, train_config=to_dict(cfg), torch_rng=torch.get_rng_state(), **extra)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    rank, world, device = distributed()
+def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> Path:
+    rank, world, device = distributed(device)
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
     model_cfg = load_model_config(cfg.model)
@@ -105,6 +120,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
                             streaming=cfg.stage == "stage2", seed=cfg.seed + 1000 * rank)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.lr_scales, cfg.weight_decay))
+    lidar_dropout = LidarDropout(cfg.lidar_dropout) if cfg.lidar_dropout > 0 and model.lidar is not None else None
     start_step = 0
     last = out / "last.pt"
     if resume and last.exists():
@@ -113,6 +129,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.load_state_dict(checkpoint["optimizer"])
         sampler.load_state_dict(checkpoint["sampler"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        if lidar_dropout is not None and "lidar_dropout" in checkpoint:
+            lidar_dropout.load_state_dict(checkpoint["lidar_dropout"])
         start_step = checkpoint["step"]
     wrapped = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     dropout = RandCamMask(model_cfg.camera_dropout.p_missing, model_cfg.camera_dropout.n_min,
@@ -142,6 +160,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 frame.sequence_id = f"{frame.sequence_id}/step{step}/slot{slot}"
             state = model.initial_state()
         inputs, targets = collate(frames, image_size, dropout, with_teacher=True)
+        lidar_dropped = 0
+        if lidar_dropout is not None:
+            inputs.lidar_points, dropped = lidar_dropout(inputs.lidar_points, inputs.sequence_ids, inputs.timestamp_us)
+            lidar_dropped = int(dropped.sum())
         inputs = inputs.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             outputs = wrapped(inputs, state, targets)
@@ -155,13 +177,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             record = {"step": step, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
                       "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"], "frozen": frozen,
-                      "failed_cameras": int(inputs.cam_mask.sum()), "elapsed_s": time.time() - started}
+                      "failed_cameras": int(inputs.cam_mask.sum()), "lidar_dropped": lidar_dropped,
+                      "elapsed_s": time.time() - started}
             log.write(jsonio.dumps(record) + "\n")      # a diverged loss is logged as null
             log.flush()
             progress.set_postfix(loss=f"{total.item():.3f}", cls=f"{losses['loss_cls'].item():.3f}",
                                  box=f"{losses['loss_box'].item():.3f}")
         if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg, model_cfg)
+            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg, model_cfg, lidar_dropout)
     if rank == 0:
         save_model_checkpoint(out / "model.pt", model, model_cfg)
         log.close()
@@ -179,13 +202,14 @@ def main() -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--init-from")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")
     args = parser.parse_args()
     cfg = load_config(TrainConfig, args.config)
     for key, value in (("out_dir", args.out), ("steps", args.steps), ("data_root", args.data_root),
                        ("init_from", args.init_from)):
         if value is not None:
             setattr(cfg, key, value)
-    path = train(cfg, resume=args.resume)
+    path = train(cfg, resume=args.resume, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {path}")
 
