@@ -50,6 +50,7 @@ from sparsecomp.msg import DynamicObjectArray
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from sparsecomp_core.data.sweeps import merge_sweeps
 from sparsecomp_core.geometry import Calibration, transform_boxes
 from sparsecomp_core.models.detector import CheckpointError, FrameInputs, load_detector
 
@@ -220,7 +221,8 @@ class PerceptionNode(Node):
             timeout_s=camera_thresholds["timeout_s"], min_points=lidar_min_points,
             fail_after=camera_thresholds["fail_after"], recover_after=camera_thresholds["recover_after"]))
         self.assembler = FrameAssembler(self.cameras, slop_ns=int(slop_s * 1e9), cache_size=cache_size)
-        self.clouds: deque[CloudEntry] = deque(maxlen=cache_size)
+        self.lidar_sweeps = self.model_config.lidar.sweeps if self.model_config.lidar.enable else 1
+        self.clouds: deque[CloudEntry] = deque(maxlen=max(cache_size, self.lidar_sweeps + 2))
         self.mailbox = LatestFrameMailbox()
         self.load = LoadMonitor(warn_ratio=warn_ratio, error_ratio=error_ratio)
         self.dropped: Counter = Counter()                  # reason -> messages dropped since start
@@ -364,6 +366,8 @@ class PerceptionNode(Node):
                 self._drop("time went backwards")
                 self.get_logger().warning("time went backwards: temporal state reset", throttle_duration_sec=5.0)
                 self.reset_temporal_state()
+                for stale in [entry for entry in self.clouds if entry.stamp_ns > reference_ns]:
+                    self.clouds.remove(stale)                # the old recording's sweeps
             self.last_reference_ns = reference_ns
             frame = self.assembler.assemble(reference_ns, self._cloud_for(reference_ns))
             reference_s = ns_to_s(reference_ns)
@@ -398,12 +402,7 @@ class PerceptionNode(Node):
         started = time.perf_counter()
         reference_ns = frame.reference_ns
         cloud_entry: CloudEntry | None = frame.reference
-        cloud = np.zeros((0, 4), np.float32) if cloud_entry is None else cloud_entry.points
-        if len(cloud) and cloud_entry.frame_id != self.ego_frame:
-            lidar2ego = self.lookup(self.ego_frame, cloud_entry.frame_id, None, "lidar extrinsic")
-            if lidar2ego is not None and not np.array_equal(lidar2ego, np.eye(4)):
-                cloud = cloud.copy()
-                cloud[:, :3] = cloud[:, :3] @ lidar2ego[:3, :3].T.astype(np.float32) + lidar2ego[:3, 3].astype(np.float32)
+        cloud = np.zeros((0, 4), np.float32) if cloud_entry is None else self.in_ego_frame(cloud_entry)
         unusable = [s["failed"] or frame.images[s["name"]] is None for s in statuses]
         cam_mask = torch.tensor([unusable])
         images = self.batcher.build([None if skip else frame.images[name][1][0]
@@ -413,9 +412,16 @@ class PerceptionNode(Node):
         if ego2global is None:                            # degrade: no motion compensation possible
             self.reset_temporal_state()
             ego2global = np.eye(4)
+            sweeps = []
+        else:
+            sweeps = self.previous_sweeps(reference_ns, sweeps_wanted=self.lidar_sweeps - 1)
+        lidar_input = cloud
+        if self.lidar_sweeps > 1:     # the model takes [N, 5]: merged sweeps with their time lag
+            lidar_input = merge_sweeps([(cloud, ego2global, reference_ns // 1000)] + sweeps, ego2global,
+                                       reference_ns // 1000)
         assembled = time.perf_counter()
         inputs = FrameInputs(images, cam_mask, calibration, torch.from_numpy(ego2global)[None],
-                             torch.tensor([reference_ns // 1000]), [torch.from_numpy(cloud)],
+                             torch.tensor([reference_ns // 1000]), [torch.from_numpy(lidar_input)],
                              [f"live-{self.sequence}"], self.ego_path()).to(self.device)
         with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None and self.device.type == "cuda"):
@@ -435,6 +441,33 @@ class PerceptionNode(Node):
                 ("model_ms", inferred - assembled), ("publish_ms", done - inferred), ("processing_ms", done - started),
                 ("reference_to_output_ms", time.monotonic() - request.arrived_s))]
             + [KeyValue(key="skipped: model busy", value=str(self.mailbox.skipped))]))
+
+    def in_ego_frame(self, entry: CloudEntry) -> np.ndarray:
+        """[N, 4] points of a sweep in the ego frame (through the LiDAR's extrinsic from tf)."""
+        cloud = entry.points
+        if len(cloud) and entry.frame_id != self.ego_frame:
+            lidar2ego = self.lookup(self.ego_frame, entry.frame_id, None, "lidar extrinsic")
+            if lidar2ego is not None and not np.array_equal(lidar2ego, np.eye(4)):
+                cloud = cloud.copy()
+                cloud[:, :3] = cloud[:, :3] @ lidar2ego[:3, :3].T.astype(np.float32) + lidar2ego[:3, 3].astype(np.float32)
+        return cloud
+
+    def previous_sweeps(self, reference_ns: int, sweeps_wanted: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Up to ``sweeps_wanted`` sweeps before the reference, newest first, as ``merge_sweeps`` takes
+        them: (points in that sweep's ego frame, its ego pose from tf, stamp in us). Only sweeps
+        of the current recording (the buffer holds nothing newer than the reference after a
+        time jump: those are skipped) and with a pose in tf."""
+        if sweeps_wanted <= 0:
+            return []
+        with self._lock:
+            older = sorted((entry for entry in self.clouds if entry.stamp_ns < reference_ns),
+                           key=lambda entry: entry.stamp_ns, reverse=True)[:sweeps_wanted]
+        sweeps = []
+        for entry in older:
+            pose = self.lookup(self.odom_frame, self.ego_frame, entry.stamp_ns, "sweep ego pose")
+            if pose is not None:
+                sweeps.append((self.in_ego_frame(entry), pose, entry.stamp_ns // 1000))
+        return sweeps
 
     def reset_temporal_state(self) -> None:
         self.sequence += 1

@@ -360,3 +360,31 @@ def test_the_shipped_parameter_file_holds_only_declared_parameters_with_valid_va
     node = make_node(**{**values, "model.device": "cpu"})
     undeclared = [name for name in values if not node.has_parameter(name)]
     assert not undeclared, undeclared
+
+
+def test_a_multi_sweep_model_gets_the_last_sweeps_moved_into_the_current_ego_frame(checkpoint, tmp_path, make_node):
+    cfg = micro_config(lidar={"enable": True, "sweeps": 3})
+    path = tmp_path / "micro_sweeps.pt"
+    torch.save({"model": build_detector(cfg).state_dict(), "model_config": to_dict(cfg)}, path)
+    node = make_node(**{"model.checkpoint": str(path)})
+    captured = []
+    real_infer = node.model.infer
+
+    def capture(inputs, state):
+        captured.append(inputs.lidar_points[0].clone())
+        return real_infer(inputs, state)
+
+    node.model.infer = capture
+    world_point = np.array([20.0, 5.0, 1.0])
+    for step in range(4):                                  # ego drives at 10 m/s; the point stands still
+        t = 1_000 * MS + step * 100 * MS
+        add_pose(node, t, speed_mps=10.0)
+        ego_x = 10.0 * t * 1e-9
+        cloud = np.array([[world_point[0] - ego_x, world_point[1], world_point[2], 50.0]], np.float32)
+        feed_frame(node, t, points=cloud)
+    merged = captured[-1].numpy()
+    assert merged.shape == (3, 5)                          # this sweep and the two before it
+    ego_x = 10.0 * (1_000 * MS + 3 * 100 * MS) * 1e-9
+    np.testing.assert_allclose(merged[:, :3], np.repeat([[world_point[0] - ego_x, 5.0, 1.0]], 3, 0), atol=1e-4)
+    np.testing.assert_allclose(merged[:, 4], [0.0, 0.1, 0.2], atol=1e-6)     # time lag, s
+    assert captured[0].shape == (1, 5)                     # the first frame has no earlier sweep
