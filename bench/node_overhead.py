@@ -152,7 +152,7 @@ def run_receiver(args) -> None:
             meter.on_cloud()
         node.create_subscription(PointCloud2, "~/input/points", on_points, qos_profile_sensor_data)
     else:
-        from sparsecomp_core.model_config import load_model_config
+        from sparsecomp_core.models.model_config import load_model_config
         from sparsecomp_ros import perception_node
 
         cfg = load_model_config("full")

@@ -33,9 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from sparsecomp_core.model_config import load_model_config  # noqa: E402
+from sparsecomp_core.models.model_config import load_model_config  # noqa: E402
 from sparsecomp_core.models.backbone import build_backbone  # noqa: E402
-from sparsecomp_core.models.completion.attention import KeyMaskedAttention  # noqa: E402
+from sparsecomp_core.models.blocks import KeyMaskedAttention  # noqa: E402
 from sparsecomp_core.models.head.neck import ConvResBlockNeck  # noqa: E402
 
 

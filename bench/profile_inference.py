@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_inference import DTYPES, synthetic_frame  # noqa: E402
 
-from sparsecomp_core.model_config import load_model_config  # noqa: E402
+from sparsecomp_core.models.model_config import load_model_config  # noqa: E402
 from sparsecomp_core.models.detector import build_detector  # noqa: E402
 
 

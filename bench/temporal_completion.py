@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import current_rss_bytes, peak_rss_bytes, write_result  # noqa: E402
 
 from sparsecomp_core.data.feature_world import yaw_pose  # noqa: E402
-from sparsecomp_core.model_config import load_model_config  # noqa: E402
+from sparsecomp_core.models.model_config import load_model_config  # noqa: E402
 from sparsecomp_core.models.completion.temporal import build_temporal_completion  # noqa: E402
 
 FAILED_CAMERAS = {1: [0], 2: [0, 4]}     # CAM_FRONT_WIDE; + CAM_REAR_LEFT

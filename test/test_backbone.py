@@ -6,7 +6,7 @@ import torch
 
 from sparsecomp_core.camera_dropout import RandCamMask
 from sparsecomp_core.config import from_dict
-from sparsecomp_core.model_config import ModelConfig, load_model_config
+from sparsecomp_core.models.model_config import ModelConfig, load_model_config
 from sparsecomp_core.models.backbone import ImageBackbone, build_backbone
 from sparsecomp_core.models.camera_branch import build_camera_branch
 

@@ -10,7 +10,7 @@ from sparsecomp_core.camera_dropout import RandCamMask
 from sparsecomp_core.config import from_dict
 from sparsecomp_core.data.feature_world import DirectionalFeatureWorld, yaw_pose
 from sparsecomp_core.geometry import cam2ego_from_heading, pinhole_intrinsics, scale_intrinsics
-from sparsecomp_core.models.completion.attention import KeyMaskedAttention
+from sparsecomp_core.models.blocks import KeyMaskedAttention
 from sparsecomp_core.models.completion.cascade import CascadeConfig, build_completion_cascade
 from sparsecomp_core.models.completion.planning_guided import trajectory_importance
 from sparsecomp_core.models.completion.temporal import TemporalCompletion

@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 
 from sparsecomp_core.config import ConfigError, from_dict, load_config
-from sparsecomp_core.model_config import ModelConfig, load_model_config
+from sparsecomp_core.models.model_config import ModelConfig, load_model_config
 from sparsecomp_core.rig import load_rig
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sparsecomp_core.config import from_dict, to_dict
-from sparsecomp_core.model_config import ModelConfig, load_model_config
+from sparsecomp_core.models.model_config import ModelConfig, load_model_config
 from sparsecomp_core.models.detector import build_detector
 from sparsecomp_core.training.freeze import apply_freeze_schedule, parameter_groups
 from sparsecomp_core.training.train import TrainConfig, cosine_lr

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sparsecomp_core.model_config import load_model_config
+from sparsecomp_core.models.model_config import load_model_config
 from sparsecomp_core.models.detector import build_detector
 from sparsecomp_ros.image_batch import ImageBatcher
 

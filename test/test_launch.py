@@ -15,7 +15,7 @@ import yaml
 
 from conftest import REPO_ROOT
 from sparsecomp_core.config import to_dict
-from sparsecomp_core.model_config import load_model_config
+from sparsecomp_core.models.model_config import load_model_config
 from sparsecomp_core.rig import load_rig
 from sparsecomp_ros import launch_support
 from sparsecomp_ros.fastdds import PROFILE_ENV, profile_path

@@ -86,7 +86,7 @@ def test_colcon_build_installs_messages_python_packages_and_config(workspace):
              "from sparsecomp.msg import DynamicObjectArray; DynamicObjectArray()\n"
              "from sparsecomp_core.resources import config_path, source_root\n"
              "from sparsecomp_core.rig import load_rig\n"
-             "from sparsecomp_core.model_config import load_model_config\n"
+             "from sparsecomp_core.models.model_config import load_model_config\n"
              "from sparsecomp_ros import resources\n"
              "from sparsecomp_ros.fastdds import profile_path\n"
              "assert source_root() is None\n"

@@ -38,7 +38,7 @@ from .. import jsonio
 from ..data.dataset import Frame, SequenceDataset, collate
 from ..data.nuscenes_layout import NuScenesLayout
 from ..data.splits import select_scenes
-from ..model_config import ModelConfig
+from ..models.model_config import ModelConfig
 from ..models.detector import SparseCompDetector, load_detector
 from . import nuscenes_protocol
 from .detection_metrics import Detection

@@ -7,9 +7,9 @@ import torch
 from torch import Tensor, nn
 
 from ..geometry import Calibration
-from ..model_config import ModelConfig
 from .backbone import ImageBackbone, build_backbone
 from .completion.cascade import CascadeState, CompletionCascade, build_completion_cascade
+from .model_config import ModelConfig
 
 
 class CameraBranch(nn.Module):

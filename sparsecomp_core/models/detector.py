@@ -11,7 +11,6 @@ from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
 from ..geometry import Calibration
-from ..model_config import ModelConfig
 from .bev.grid import BEVGrid
 from .bev.lidar import ConvFuser, LidarBranch
 from .bev.view_transform import CameraViewTransform
@@ -22,6 +21,7 @@ from .head.losses import DynamicLoss
 from .head.neck import ConvResBlockNeck
 from .head.postprocess import PostProcessConfig, postprocess
 from .head.query_queue import QueryQueue
+from .model_config import ModelConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

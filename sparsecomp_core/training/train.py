@@ -28,7 +28,7 @@ from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import SequenceDataset, StreamSampler, collate
 from ..lidar_dropout import LidarDropout
-from ..model_config import ModelConfig, load_model_config
+from ..models.model_config import ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
 from .freeze import apply_freeze_schedule, parameter_groups
 

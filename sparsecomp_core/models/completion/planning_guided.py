@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...geometry import Calibration, project_points, transform_points
-from .attention import KeyMaskedAttention, sine_position_encoding
-from .temporal import GateNetwork, _groups, gated_fusion
+from ..blocks import GateNetwork, KeyMaskedAttention, gated_fusion, norm_groups, sine_position_encoding
 from .warp import pixel_centres
 
 
@@ -92,7 +91,7 @@ class LevelPlanningGuided(nn.Module):
         self.coarse = nn.Sequential(nn.Conv2d(2 * channels, channels, 3, 1, 1), nn.ReLU(inplace=True),
                                     nn.Conv2d(channels, channels, 3, 1, 1))
         self.fine = nn.Sequential(nn.Conv2d(2 * channels + 1, channels, 3, 1, 1),
-                                  nn.GroupNorm(_groups(channels), channels), nn.ReLU(inplace=True),
+                                  nn.GroupNorm(norm_groups(channels), channels), nn.ReLU(inplace=True),
                                   nn.Conv2d(channels, channels, 3, 1, 2, dilation=2), nn.ReLU(inplace=True),
                                   nn.Conv2d(channels, channels, 3, 1, 1))
         self.gate = GateNetwork(channels)

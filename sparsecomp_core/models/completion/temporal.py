@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...geometry import Calibration
-from .attention import KeyMaskedAttention, sine_position_encoding
+from ..blocks import GateNetwork, KeyMaskedAttention, gated_fusion, norm_groups, sine_position_encoding
 from .history import FeatureHistory, HistoryFrame
 from .warp import MotionCompensatedWarp
 
@@ -44,32 +44,11 @@ class SpatialDecoder(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1), nn.GroupNorm(_groups(channels), channels),
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1), nn.GroupNorm(norm_groups(channels), channels),
                                   nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
-
-
-class GateNetwork(nn.Module):
-    """gate [N, 1, h, w] in [0, 1] from the original and completed features [N, C, h, w]."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        hidden = max(channels // 4, 8)
-        self.body = nn.Sequential(nn.Conv2d(2 * channels, hidden, 3, 1, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(hidden, 1, 1))
-
-    def forward(self, original: Tensor, completed: Tensor) -> Tensor:
-        return torch.sigmoid(self.body(torch.cat([original, completed], dim=1)))
-
-
-def gated_fusion(original: Tensor, completed: Tensor, gate: Tensor) -> Tensor:
-    return original * (1 - gate) + completed * gate
-
-
-def _groups(channels: int) -> int:
-    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
 
 
 class TemporalCompletion(nn.Module):

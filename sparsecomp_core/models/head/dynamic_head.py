@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..bev.grid import BEVGrid
-from ..completion.attention import KeyMaskedAttention
+from ..blocks import KeyMaskedAttention
 from .boxes import NUM_ANGLE_BINS, NUM_CLASSES, NUM_OCCLUSION_STATES, refine_yaw
 from .heatmap import BEVHeatmapHead, heatmap_peaks
 from .query_queue import KeptQueries, QueryQueue, compensated_history, select_queries, zero_static_velocities

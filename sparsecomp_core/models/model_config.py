@@ -4,17 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .models.backbone import BackboneConfig
-from .models.bev.grid import BEVGridConfig
-from .models.bev.lidar import LidarConfig
-from .models.bev.view_transform import ViewTransformConfig
-from .models.completion.cascade import CascadeConfig
-from .models.head.dynamic_head import DynamicHeadConfig
-from .models.head.losses import DynamicLossConfig
-from .models.head.postprocess import PostProcessConfig
-from .resources import named_config
-from .rig import RigConfig, load_rig
+from ..config import ConfigError, load_config
+from ..resources import named_config
+from ..rig import RigConfig, load_rig
+from .backbone import BackboneConfig
+from .bev.grid import BEVGridConfig
+from .bev.lidar import LidarConfig
+from .bev.view_transform import ViewTransformConfig
+from .completion.cascade import CascadeConfig
+from .head.dynamic_head import DynamicHeadConfig
+from .head.losses import DynamicLossConfig
+from .head.postprocess import PostProcessConfig
 
 
 @dataclass

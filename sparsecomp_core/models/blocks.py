@@ -1,4 +1,6 @@
-"""Attention pieces shared by the completion levels."""
+"""Building blocks shared by the completion levels and the dynamic head: key-masked
+multi-head attention, sine position codes, the gate and gated fusion of completion
+levels 1 and 3 (SPEC 4.1 step 4, 4.3 step 5), and the GroupNorm group count."""
 from __future__ import annotations
 
 import math
@@ -65,3 +67,26 @@ class KeyMaskedAttention(nn.Module):
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = self.out_proj(attended.transpose(1, 2).flatten(2))
         return out * has_keys[:, None, None].to(out.dtype), has_keys, weights
+
+
+class GateNetwork(nn.Module):
+    """gate [N, 1, h, w] in [0, 1] from the original and completed features [N, C, h, w]."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        hidden = max(channels // 4, 8)
+        self.body = nn.Sequential(nn.Conv2d(2 * channels, hidden, 3, 1, 1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, original: Tensor, completed: Tensor) -> Tensor:
+        return torch.sigmoid(self.body(torch.cat([original, completed], dim=1)))
+
+
+def gated_fusion(original: Tensor, completed: Tensor, gate: Tensor) -> Tensor:
+    """original * (1 - gate) + completed * gate; gate broadcast over channels."""
+    return original * (1 - gate) + completed * gate
+
+
+def norm_groups(channels: int) -> int:
+    """The largest GroupNorm group count (32 at most) that divides ``channels``."""
+    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
