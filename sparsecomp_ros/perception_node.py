@@ -52,7 +52,8 @@ from visualization_msgs.msg import MarkerArray
 
 from sparsecomp_core.data.sweeps import merge_sweeps
 from sparsecomp_core.geometry import Calibration, transform_boxes
-from sparsecomp_core.models.detector import CheckpointError, FrameInputs, load_detector
+from sparsecomp_core.models.detector import CheckpointError, load_detector
+from sparsecomp_core.models.inputs import FrameInputs
 
 from .camera_health import CameraHealth, HealthThresholds
 from .conversions import (BadMessage, CompressedDecoder, cloud_to_array, detections_to_msg, health_to_diagnostics,
@@ -285,7 +286,8 @@ class PerceptionNode(Node):
             self.assembler.add_image(camera, stamp_ns, (rgb, verdict))
             if self.reference == camera:
                 self._offer(stamp_ns)
-            self._arrived.notify_all()
+            if self.mailbox.pending is not None:          # only a worker waiting for cameras cares
+                self._arrived.notify_all()
 
     def on_points(self, msg: PointCloud2) -> None:
         stamp_ns = time_to_ns(msg.header.stamp)
