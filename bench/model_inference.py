@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import current_rss_bytes, peak_rss_bytes, write_result  # noqa: E402
 
 from sparsecomp_core.models.model_config import load_model_config  # noqa: E402
-from sparsecomp_core.models.detector import FrameInputs, build_detector  # noqa: E402
+from sparsecomp_core.models.detector import build_detector  # noqa: E402
+from sparsecomp_core.models.inputs import FrameInputs  # noqa: E402
 
 STAGES = {"backbone": "camera_branch.backbone", "temporal_completion": "camera_branch.cascade.temporal",
           "vae_completion": "camera_branch.cascade.vae", "planning_guided": "camera_branch.cascade.planning_guided",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sparsecomp_core.models.bev.grid import BEVGrid, BEVGridConfig
-from sparsecomp_core.models.head.boxes import angle_bin_targets, refine_yaw
+from sparsecomp_core.models.head.boxes import angle_bin_targets, decode_boxes, refine_yaw
 from sparsecomp_core.models.head.dynamic_head import DynamicHead
 from sparsecomp_core.models.head.heatmap import gaussian_focal_loss, heatmap_peaks, heatmap_targets
 from sparsecomp_core.models.head.losses import (DynamicLoss, DynamicLossConfig, HungarianMatcher, distance_weights,
@@ -250,3 +250,14 @@ def test_heatmap_queries_start_at_the_peaks_with_their_features():
         torch.testing.assert_close(xy, grid.cell_centres()[cell])
         expected = bev[0, cell] + head.class_embedding(torch.nn.functional.one_hot(torch.tensor(label), 8).float())
         torch.testing.assert_close(content[0, n], expected)
+
+
+def test_box_coder_round_trip_and_the_bins_turn_a_flipped_heading_back():
+    boxes = torch.tensor([[10.0, -2.0, 0.8, 4.5, 1.9, 1.6, 2.9, 5.0, -1.0, 0.0],
+                          [3.0, 4.0, 1.0, 0.7, 0.7, 1.8, -0.4, 0.0, 1.2, 0.0]])
+    regression = encode_boxes(boxes)
+    bins = torch.where(angle_bin_targets(boxes[:, 6]) > 0, 5.0, -5.0)
+    torch.testing.assert_close(decode_boxes(regression, bins), boxes, atol=1e-5, rtol=0)
+    flipped = regression.clone()
+    flipped[:, 6:8] = -flipped[:, 6:8]                  # regressed heading off by pi: the bins decide
+    torch.testing.assert_close(decode_boxes(flipped, bins), boxes, atol=1e-5, rtol=0)

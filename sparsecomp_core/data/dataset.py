@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..camera_dropout import RandCamMask
 from ..geometry import Calibration
-from ..models.detector import FrameInputs
+from ..models.inputs import FrameInputs
 from ..rig import RigConfig
 from .nuscenes_layout import LIDAR_CHANNEL, NuScenesLayout
 from .splits import select_scenes

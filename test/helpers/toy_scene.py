@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from sparsecomp_core.models.detector import FrameInputs
+from sparsecomp_core.models.inputs import FrameInputs
 
 # x, y, z, l, w, h, yaw, vx, vy, vz ; label ; occlusion
 OBJECTS = [

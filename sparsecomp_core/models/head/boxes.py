@@ -1,8 +1,10 @@
-"""Box conventions, classes, occlusion states and yaw angle bins.
+"""Box conventions, classes, occlusion states, and the box coder: regression
+encoding / decoding and the yaw angle bins.
 
 A box is [x, y, z, l, w, h, yaw, vx, vy, vz] (10 numbers) in the ego frame:
 centre in metres, size in metres (l along the heading), yaw in radians
-(counter-clockwise from +x), velocity over ground in m/s.
+(counter-clockwise from +x), velocity over ground in m/s. The head regresses
+11 numbers per box: centre, log size, sin yaw, cos yaw, velocity.
 """
 from __future__ import annotations
 
@@ -56,3 +58,16 @@ def refine_yaw(regressed_yaw: Tensor, bin_logits: Tensor) -> Tensor:
     refined = torch.where(inside(regressed_yaw), regressed_yaw,
                           torch.where(inside(regressed_yaw + math.pi), regressed_yaw + math.pi, centre))
     return wrap_angle(refined)
+
+
+def encode_boxes(boxes: Tensor) -> Tensor:
+    """Boxes [M, 10] -> regression targets [M, 11] (centre, log size, sin, cos, velocity)."""
+    return torch.cat([boxes[:, :3], boxes[:, 3:6].clamp(min=1e-3).log(), boxes[:, 6:7].sin(), boxes[:, 6:7].cos(),
+                      boxes[:, 7:10]], dim=1)
+
+
+def decode_boxes(regression: Tensor, angle_logits: Tensor) -> Tensor:
+    """[..., 11] regression + [..., 8] bin logits -> boxes [..., 10] in metres."""
+    centre, log_size, sin_cos, velocity = regression[..., :3], regression[..., 3:6], regression[..., 6:8], regression[..., 8:]
+    yaw = refine_yaw(torch.atan2(sin_cos[..., 0], sin_cos[..., 1]), angle_logits)
+    return torch.cat([centre, log_size.clamp(-4.0, 4.0).exp(), yaw[..., None], velocity], dim=-1)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..bev.grid import BEVGrid
 from ..blocks import KeyMaskedAttention
-from .boxes import NUM_ANGLE_BINS, NUM_CLASSES, NUM_OCCLUSION_STATES, refine_yaw
+from .boxes import NUM_ANGLE_BINS, NUM_CLASSES, NUM_OCCLUSION_STATES, decode_boxes
 from .heatmap import BEVHeatmapHead, heatmap_peaks
 from .query_queue import KeptQueries, QueryQueue, compensated_history, select_queries, zero_static_velocities
 from .track_ids import associate_ids, inheritable_past
@@ -246,13 +246,6 @@ class DynamicHead(nn.Module):
             ego2global=ego2global.to(torch.float64),
             valid=torch.ones(index.shape[0], dtype=torch.bool, device=index.device))
         return queue.pushed(kept, sequence_ids, self.history_frames, outputs["next_id"])
-
-
-def decode_boxes(regression: Tensor, angle_logits: Tensor) -> Tensor:
-    """[..., 11] regression + [..., 8] bin logits -> boxes [..., 10] in metres."""
-    centre, log_size, sin_cos, velocity = regression[..., :3], regression[..., 3:6], regression[..., 6:8], regression[..., 8:]
-    yaw = refine_yaw(torch.atan2(sin_cos[..., 0], sin_cos[..., 1]), angle_logits)
-    return torch.cat([centre, log_size.clamp(-4.0, 4.0).exp(), yaw[..., None], velocity], dim=-1)
 
 
 def build_dynamic_head(cfg: DynamicHeadConfig, grid: BEVGrid) -> DynamicHead:

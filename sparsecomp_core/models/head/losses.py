@@ -11,7 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..bev.grid import BEVGrid
-from .boxes import MOVING_CLASSES, STATIC_CLASSES, VULNERABLE_CLASSES, angle_bin_targets
+from .boxes import MOVING_CLASSES, STATIC_CLASSES, VULNERABLE_CLASSES, angle_bin_targets, encode_boxes
 from .heatmap import gaussian_focal_loss, heatmap_targets
 
 
@@ -39,12 +39,6 @@ class DynamicLossConfig:
     def __post_init__(self) -> None:
         if len(self.code_weights) != 11:
             raise ValueError("code_weights needs 11 entries (centre 3, log size 3, sin, cos, velocity 3)")
-
-
-def encode_boxes(boxes: Tensor) -> Tensor:
-    """Boxes [M, 10] -> regression targets [M, 11] (centre, log size, sin, cos, velocity)."""
-    return torch.cat([boxes[:, :3], boxes[:, 3:6].clamp(min=1e-3).log(), boxes[:, 6:7].sin(), boxes[:, 6:7].cos(),
-                      boxes[:, 7:10]], dim=1)
 
 
 def distance_weights(labels: Tensor, centres: Tensor, cfg: DynamicLossConfig) -> Tensor:
