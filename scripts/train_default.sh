@@ -1,17 +1,35 @@
 #!/usr/bin/env bash
 # Reproduces a shipped model from nothing: generates the training and
-# held-out data (fixed seeds), trains stage 1 and stage 2 on the CPU
-# (config/train/<model>_stage1.yaml, _stage2.yaml), and exports the weights to
-# models/<model>_default.pt.
-#   scripts/train_default.sh               # models/tiny_default.pt (camera + LiDAR)
-#   scripts/train_default.sh tiny_camera   # models/tiny_camera_default.pt (camera only)
-# Resumable: rerun after an interruption and every step continues where it
-# stopped (data generation is skipped once its tables exist; training resumes
-# from the last checkpoint). About an hour on 2 CPU cores.
+# held-out data (fixed seeds), trains stage 1 and stage 2
+# (config/train/<model>_stage1.yaml, _stage2.yaml) and exports the weights.
+#   scripts/train_default.sh [tiny|tiny_camera] [--device cpu|cuda] [--install]
+#     tiny          camera + LiDAR (5 merged sweeps, LiDAR dropout, velocity from history)
+#     tiny_camera   camera only
+#     --device      default: CUDA when torch sees one, else the CPU
+#     --install     copy the result over models/<model>_default.pt; without it the
+#                   result is checkpoints/<model>_default.pt, to be evaluated against
+#                   the shipped model first (the commands are printed at the end)
+# Resumable: rerun the same command after an interruption and every step
+# continues where it stopped (data generation is skipped once its tables exist;
+# training resumes from checkpoints/<model>_stage{1,2}/last.pt). Roughly 1.5-2.5 h
+# on 2 CPU cores for tiny, depending on what else runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
-MODEL="${1:-tiny}"
+
+MODEL=tiny
+DEVICE_ARGS=()
+INSTALL=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    tiny|tiny_camera) MODEL="$1" ;;
+    --device) DEVICE_ARGS=(--device "$2"); shift ;;
+    --device=*) DEVICE_ARGS=(--device "${1#--device=}") ;;
+    --install) INSTALL=1 ;;
+    *) echo "usage: $0 [tiny|tiny_camera] [--device cpu|cuda] [--install]" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 generate() {  # <version> <seed> <scenes> <frames>
   if [[ ! -f data/synthetic/$1/sample.json ]]; then
@@ -22,13 +40,30 @@ generate() {  # <version> <seed> <scenes> <frames>
 generate v1.0-synthetic-train 1 12 100
 generate v1.0-synthetic-val 2 3 60        # held out: other seeds, never trained on
 
-python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage1.yaml" --resume
-python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage2.yaml" --resume
-python - "$MODEL" <<'PY'
+python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage1.yaml" --resume "${DEVICE_ARGS[@]}"
+python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage2.yaml" --resume "${DEVICE_ARGS[@]}"
+
+RESULT="checkpoints/${MODEL}_default.pt"
+python - "checkpoints/${MODEL}_stage2/model.pt" "$RESULT" <<'PY'
 import sys
+
 import torch
-model = sys.argv[1]
-state = torch.load(f"outputs/{model}_stage2/model.pt", map_location="cpu", weights_only=False)
-torch.save({"model": state["model"], "model_config": state["model_config"]}, f"models/{model}_default.pt")
+
+from sparsecomp_core.models.detector import read_checkpoint
+
+state = read_checkpoint(sys.argv[1])
+torch.save({"model": state["model"], "model_config": state["model_config"]}, sys.argv[2])
 PY
-ls -l "models/${MODEL}_default.pt"
+if [[ $INSTALL == 1 ]]; then
+  cp "$RESULT" "models/${MODEL}_default.pt"
+  ls -l "models/${MODEL}_default.pt"
+else
+  ls -l "$RESULT"
+  EVALUATE="python -m sparsecomp_core.evaluation.evaluate --data-root data/synthetic --version v1.0-synthetic-val"
+  echo "Evaluate it beside the shipped model on the held-out set; install it only if it is better:"
+  echo "  $EVALUATE --checkpoint $RESULT --out outputs/eval_${MODEL}_new.json"
+  if [[ $MODEL == tiny ]]; then
+    echo "  $EVALUATE --checkpoint $RESULT --variant no_lidar --out outputs/eval_${MODEL}_new_no_lidar.json"
+  fi
+  echo "  cp $RESULT models/${MODEL}_default.pt      # or rerun this script with --install"
+fi
