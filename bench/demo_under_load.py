@@ -29,12 +29,13 @@ def main() -> None:
     from common import write_result
 
     runs = {}
+    out = Path(args.out)                 # one folder: the scene and its bag are generated once
     for busy in args.busy:
-        out = Path(args.out) / f"busy{busy}"
         command = [sys.executable, "-m", "sparsecomp_ros.demo", "--out", str(out), "--busy-loops", str(busy)]
         print(f"[bench] {' '.join(command[1:])}", flush=True)
         subprocess.run(command, check=True)
         runs[f"busy_loops_{busy}"] = json.loads((out / "summary.json").read_text())
+        (out / f"summary_busy{busy}.json").write_text(json.dumps(runs[f"busy_loops_{busy}"], indent=2))
     path = write_result("demo_under_load", {
         "setup": "make demo's job (held-out generated scene, 60 frames at 0.25x, CAM_FRONT_LEFT topic dead from "
                  "2 s, CAM_REAR black from 4 s) with N busy-loop processes loading the CPU meanwhile",
