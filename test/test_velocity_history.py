@@ -26,11 +26,11 @@ def to_ego(point_global: torch.Tensor, ego2global: torch.Tensor) -> torch.Tensor
 
 
 def kept_frame(centres: list, velocities: list, labels: list, t_us: int, ego2global: torch.Tensor,
-               channels: int = 8) -> KeptQueries:
+               channels: int = 8, scores: list | None = None) -> KeptQueries:
     k = len(centres)
     return KeptQueries(torch.zeros(1, k, channels), torch.tensor([centres]), torch.tensor([velocities]),
-                       torch.tensor([labels]), torch.ones(1, k), torch.arange(k)[None], torch.tensor([t_us]),
-                       ego2global[None], torch.tensor([True]))
+                       torch.tensor([labels]), torch.ones(1, k) if scores is None else torch.tensor([scores]),
+                       torch.arange(k)[None], torch.tensor([t_us]), ego2global[None], torch.tensor([True]))
 
 
 def test_the_hypothesis_is_the_displacement_over_dt_under_ego_translation_and_yaw():
@@ -41,9 +41,13 @@ def test_the_hypothesis_is_the_displacement_over_dt_under_ego_translation_and_ya
                                                                                              dtype=torch.float64)
     past_centre = to_ego(start, past_pose)
     current_centre = to_ego(start + velocity * dt, current_pose)
-    # The past frame predicted a wrong 2 m/s forward: only used to expect where the object is now.
-    queue = QueryQueue(frames=(kept_frame([past_centre.tolist(), [0.0, 30.0, 0.5]], [[2.0, 0.0, 0.0]] * 2, [0, 0],
-                                          T0_US, past_pose),))
+    # The past frame predicted a wrong 2 m/s forward: only used to expect where the object is now. A
+    # low-score kept query (no object) lies nearer to that expectation than the object's own detection.
+    expected_now = past_pose[:3, :3] @ past_centre + past_pose[:3, 3] + past_pose[:3, :3] @ torch.tensor(
+        [2.0, 0.0, 0.0], dtype=torch.float64) * dt
+    stray = to_ego(expected_now, past_pose).tolist()
+    queue = QueryQueue(frames=(kept_frame([past_centre.tolist(), [0.0, 30.0, 0.5], stray], [[2.0, 0.0, 0.0]] * 3,
+                                          [0, 0, 0], T0_US, past_pose, scores=[0.8, 0.8, 0.05]),))
     history = compensated_history(queue, current_pose[None], torch.tensor([T0_US + int(dt * 1e6)]))
     centres = torch.stack([current_centre, torch.tensor([-30.0, -30.0, 0.0], dtype=torch.float64)])[None].float()
     velocities, features, matched = history_hypotheses(centres, torch.tensor([[0, 0]]), history, 3, gate_m=4.0)
@@ -129,7 +133,8 @@ def micro_head(velocity_from_history: bool) -> DynamicHead:
     torch.manual_seed(0)
     return DynamicHead(grid, num_queries=12, topk_query=4, queue_length=3, embed_dims=16, num_layers=2, num_heads=2,
                        ffn_channels=32, neck_channels=8, num_top_when_random=2, heatmap_queries=4,
-                       velocity_from_history=velocity_from_history).eval()
+                       velocity_from_history=velocity_from_history,
+                       id_min_score=0.0).eval()     # untrained scores sit near the 0.01 prior
 
 
 def test_the_flag_keeps_old_weights_loadable_and_changes_nothing_without_history():

@@ -154,8 +154,8 @@ class DynamicHead(nn.Module):
         self.branches = nn.ModuleList(PredictionBranches(embed_dims) for _ in range(num_layers))
         self.velocity_fusion = None
         if velocity_from_history:
-            self.velocity_fusion = nn.ModuleList(HistoryVelocityFusion(embed_dims, self.history_frames, velocity_history_gate_m)
-                                                 for _ in range(num_layers))
+            self.velocity_fusion = nn.ModuleList(HistoryVelocityFusion(embed_dims, self.history_frames, velocity_history_gate_m,
+                                                                       id_min_score) for _ in range(num_layers))
         cells = torch.cat([grid.normalise(torch.cat([grid.cell_centres(), torch.zeros(grid.height * grid.width, 1)], 1))[:, :2],
                            torch.full((grid.height * grid.width, 1), 0.5)], dim=1)
         self.register_buffer("bev_cells", cells, persistent=False)                     # [HW, 3] normalised

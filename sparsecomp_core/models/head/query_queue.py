@@ -42,7 +42,8 @@ class CompensatedQueries:
     (newest first): embeddings [B, N, C], reference_points [B, N, 3] metres
     (centre + velocity x dt, moved into the current ego frame), velocities
     [B, N, 3], labels [B, N], ids [B, N], valid [B, N] bool, dt_s [B, N]
-    seconds since the query's frame; frame_sizes: queries per frame."""
+    seconds since the query's frame, scores [B, N] when kept; frame_sizes:
+    queries per frame."""
     embeddings: Tensor
     reference_points: Tensor
     velocities: Tensor
@@ -51,6 +52,7 @@ class CompensatedQueries:
     valid: Tensor
     frame_sizes: tuple[int, ...]
     dt_s: Tensor | None = None
+    scores: Tensor | None = None
 
     def per_frame(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Newest first: (reference_points, labels, ids, valid) of each frame."""
@@ -111,7 +113,8 @@ def compensated_history(queue: QueryQueue, ego2global: Tensor, timestamp_us: Ten
         valid=torch.cat([f.valid[:, None].expand(-1, f.ids.shape[1]) for f in queue.frames], dim=1),
         frame_sizes=tuple(f.ids.shape[1] for f in queue.frames),
         dt_s=torch.cat([((timestamp_us.to(torch.int64) - f.timestamp_us.to(torch.int64)).float() / 1e6)[:, None]
-                        .expand(-1, f.ids.shape[1]) for f in queue.frames], dim=1))
+                        .expand(-1, f.ids.shape[1]) for f in queue.frames], dim=1),
+        scores=torch.cat([f.scores for f in queue.frames], dim=1))
 
 
 def select_queries(scores: Tensor, topk: int, random_sampling: bool, num_top_when_random: int,

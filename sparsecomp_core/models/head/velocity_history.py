@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .query_queue import CompensatedQueries
 
 SPEED_SCALE = 10.0          # m/s: finite-difference velocities enter the weighting MLP divided by this
-FEATURES_PER_FRAME = 6      # vx, vy (scaled), miss distance / gate, dt (s), same class, matched
+FEATURES_PER_FRAME = 7      # vx, vy (scaled), miss distance / gate, dt (s), same class, past score, matched
 
 
 def past_centres_rigid(history: CompensatedQueries) -> Tensor:
@@ -39,13 +39,16 @@ def past_centres_rigid(history: CompensatedQueries) -> Tensor:
 
 
 def history_hypotheses(centres: Tensor, labels: Tensor, history: CompensatedQueries, history_frames: int,
-                       gate_m: float) -> tuple[Tensor, Tensor, Tensor]:
+                       gate_m: float, min_score: float = 0.1) -> tuple[Tensor, Tensor, Tensor]:
     """Per query and kept frame, the finite-difference velocity hypothesis.
 
     centres [B, Q, 3] (metres, current ego frame; detach them: the hypotheses
     are evidence, not a path for gradients into the centre), labels [B, Q]
-    (the query's predicted class). Frames beyond those in the queue count as
-    empty. Returns velocities [B, Q, F, 2] (m/s, current ego axes),
+    (the query's predicted class). Only kept queries that scored at least
+    ``min_score`` count as past detections (the others are no object, and one
+    of them lying nearer than the object's own past detection would give a
+    false displacement). Frames beyond those in the queue count as empty.
+    Returns velocities [B, Q, F, 2] (m/s, current ego axes),
     features [B, Q, F * FEATURES_PER_FRAME] and matched [B, Q, F] bool, with
     F = history_frames (zero velocity and features where unmatched).
     """
@@ -54,10 +57,10 @@ def history_hypotheses(centres: Tensor, labels: Tensor, history: CompensatedQuer
     features = centres.new_zeros(batch, queries, history_frames, FEATURES_PER_FRAME)
     matched = torch.zeros(batch, queries, history_frames, dtype=torch.bool, device=centres.device)
     rigid = past_centres_rigid(history)
-    parts = zip(history.reference_points.split(history.frame_sizes, 1), rigid.split(history.frame_sizes, 1),
-                history.labels.split(history.frame_sizes, 1), history.valid.split(history.frame_sizes, 1),
-                history.dt_s.split(history.frame_sizes, 1))
-    for frame, (expected, past, past_labels, valid, dt) in enumerate(parts):
+    usable = history.valid & (history.scores >= min_score)
+    parts = zip(*(x.split(history.frame_sizes, 1) for x in (history.reference_points, rigid, history.labels, usable,
+                                                             history.dt_s, history.scores)))
+    for frame, (expected, past, past_labels, valid, dt, past_scores) in enumerate(parts):
         if frame >= history_frames:
             break
         distance = torch.cdist(centres[..., :2].float(), expected[..., :2].float())           # [B, Q, k]
@@ -71,7 +74,8 @@ def history_hypotheses(centres: Tensor, labels: Tensor, history: CompensatedQuer
         velocity = (centres[..., :2] - pick(past)[..., :2]) / lag[..., None]
         same_class = (pick(past_labels) == labels).to(centres.dtype)
         frame_features = torch.stack([velocity[..., 0] / SPEED_SCALE, velocity[..., 1] / SPEED_SCALE,
-                                      miss.clamp(max=gate_m) / gate_m, lag, same_class, torch.ones_like(lag)], -1)
+                                      miss.clamp(max=gate_m) / gate_m, lag, same_class,
+                                      pick(past_scores).to(centres.dtype), torch.ones_like(lag)], -1)
         velocities[:, :, frame] = torch.where(hit[..., None], velocity, torch.zeros_like(velocity))
         features[:, :, frame] = torch.where(hit[..., None], frame_features, torch.zeros_like(frame_features))
         matched[:, :, frame] = hit
@@ -84,11 +88,12 @@ class HistoryVelocityFusion(nn.Module):
     -> velocity [B, Q, 3]: vx, vy a weighted mean of the own velocity and the
     matched history hypotheses (weights: softmax of an MLP on the query and
     the hypotheses' features, unmatched ones excluded); vz the own one. With
-    no history, or nothing matched, the own velocity unchanged."""
+    no history, or nothing matched, the own velocity unchanged. ``min_score``:
+    see ``history_hypotheses`` (the head passes its id threshold)."""
 
-    def __init__(self, channels: int, history_frames: int, gate_m: float = 4.0):
+    def __init__(self, channels: int, history_frames: int, gate_m: float = 4.0, min_score: float = 0.1):
         super().__init__()
-        self.history_frames, self.gate_m = history_frames, gate_m
+        self.history_frames, self.gate_m, self.min_score = history_frames, gate_m, min_score
         self.weights = nn.Sequential(nn.Linear(channels + history_frames * FEATURES_PER_FRAME, channels),
                                      nn.ReLU(inplace=True), nn.Linear(channels, history_frames + 1))
         nn.init.zeros_(self.weights[-1].weight)     # start with equal weights on every available estimate
@@ -99,7 +104,7 @@ class HistoryVelocityFusion(nn.Module):
         if history is None or self.history_frames == 0:
             return own_velocity
         velocities, features, matched = history_hypotheses(centres.detach(), labels, history, self.history_frames,
-                                                           self.gate_m)
+                                                           self.gate_m, self.min_score)
         logits = self.weights(torch.cat([queries, features.to(queries.dtype)], dim=-1))
         available = torch.cat([torch.ones_like(matched[..., :1]), matched], dim=-1)            # own always
         weights = torch.softmax(logits.float().masked_fill(~available, float("-inf")), dim=-1)
