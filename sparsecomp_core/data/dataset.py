@@ -29,7 +29,13 @@ class Frame:
     lidar [N, 4] (x, y, z, intensity), or [N, 5] with dt_s when several
     sweeps are merged (data.sweeps); ego2global [4, 4]
     float64; trajectory [T, 2] future ego path in this ego frame; targets:
-    boxes [M, 10], labels [M], occlusion [M], instance tokens."""
+    boxes [M, 10] (x, y, z, l, w, h, yaw, vx, vy, vz; ego frame at the LiDAR
+    time), labels [M], occlusion [M], instance tokens.
+
+    Velocity contract: boxes[:, 7:10] is NaN where the velocity is unknown (as
+    nuscenes-devkit: an annotation without a previous or next one, or with them
+    too far apart in time), never a made-up 0 m/s; losses and metrics skip
+    NaN velocities. Barriers and pillars always have velocity 0."""
     images: torch.Tensor
     camera_present: torch.Tensor
     intrinsics: torch.Tensor

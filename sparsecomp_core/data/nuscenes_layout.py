@@ -185,8 +185,11 @@ class NuScenesLayout:
         return (np.array(last["translation"]) - np.array(first["translation"])) / dt
 
     def boxes(self, sample_token: str, ego2global: np.ndarray) -> dict[str, np.ndarray]:
-        """Ground truth of a sample in the ego frame: boxes [M, 10], labels [M],
-        occlusion [M], instance tokens [M], num_lidar_pts [M]; ignored categories dropped."""
+        """Ground truth of a sample in the ego frame: boxes [M, 10] (x, y, z, l, w, h, yaw,
+        vx, vy, vz), labels [M], occlusion [M], instance tokens [M], num_lidar_pts [M];
+        ignored categories dropped. Velocity is NaN where it is unknown (the devkit's rule: an
+        annotation without neighbours, or too far apart in time), never 0; barriers and
+        pillars have velocity 0 by definition."""
         rows, labels, occlusion, instances, lidar_pts = [], [], [], [], []
         for annotation in self.annotations_by_sample.get(sample_token, []):
             instance = self.tables["instance"][annotation["instance_token"]]
@@ -197,7 +200,7 @@ class NuScenesLayout:
                 continue
             yaw = Rotation.from_matrix(rotation_matrix(annotation["rotation"])).as_euler("zyx")[0]
             width, length, height = annotation["size"]
-            velocity = np.nan_to_num(self.annotation_velocity(annotation))
+            velocity = self.annotation_velocity(annotation)            # NaN = unknown, kept as such
             rows.append([*annotation["translation"], length, width, height, yaw, *velocity])
             labels.append(label)
             occlusion.append(VISIBILITY_TO_OCCLUSION.get(annotation.get("visibility_token", ""), 3))
