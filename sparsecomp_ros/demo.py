@@ -131,17 +131,18 @@ def wait_for_node(recorder: Recorder, executor, node: subprocess.Popen, timeout_
 
 
 def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: float,
-                      faults: list[str] = ()) -> int:
+                      faults: list[str] = (), answer_wait_s: float = 120.0) -> int:
     """Play ``bag`` with the replayer process (``faults``: extra replay arguments,
-    e.g. --dead/--black), spinning the recorder until the node has answered; the
-    replayer's exit code."""
+    e.g. --dead/--black), then spin the recorder until the node has answered or skipped
+    every sweep it was sent (at most ``answer_wait_s``: on a loaded machine the last frames
+    can take seconds each); the replayer's exit code."""
     replay = subprocess.Popen([sys.executable, "-m", "sparsecomp_ros.replay", "--bag", str(bag), "--rate", str(rate),
                                "--start-delay", "2.0", *faults], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
         while replay.poll() is None:
             executor.spin_once(timeout_sec=0.05)
-        settle = time.monotonic() + 5.0
+        settle = time.monotonic() + answer_wait_s
         while time.monotonic() < settle and recorder.frames_accounted() < len(recorder.clouds):
             executor.spin_once(timeout_sec=0.05)
     finally:

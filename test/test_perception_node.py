@@ -274,7 +274,7 @@ def test_an_overloaded_node_flags_no_healthy_camera_skips_old_frames_and_says_so
             newest_offered["ns"] = t
         time.sleep(max(0.0, start + (step + 1) * period_s - time.monotonic()))
     assert node.wait_until_idle(120.0)
-    assert len(inferences) >= 3 and node.mailbox.skipped > 0
+    assert len(inferences) >= 2 and node.mailbox.skipped > 0        # the first frame and the last, at least
     for frame_ns, offered_ns, pending_ns in inferences:
         # built from the newest reference offered before inference began, unless a newer one
         # arrived after the frame was taken (it is then waiting in the mailbox)

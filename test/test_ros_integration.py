@@ -151,7 +151,9 @@ def test_a_converted_bag_replays_and_yields_detections(busy_cores, tmp_path, ros
     assert returncode == 0, (tmp_path / "node.log").read_text()[-2000:]
     assert len(recorder.clouds) == 16
     assert recorder.frames_accounted() == 16, (len(recorder.objects), recorder.skipped_model_busy)
-    assert len(recorder.objects) >= 8, f"only {len(recorder.objects)} object arrays for 16 frames"
+    # How many are answered depends on how fast this machine is right now (the rest are skipped,
+    # counted above); that there are answers does not.
+    assert recorder.objects, "no object array for 16 frames"
     assert not any(c.failed for msg in recorder.health.values() for c in msg.cameras)
     matched = detections = 0
     for stamp, msg in recorder.objects.items():

@@ -57,8 +57,9 @@ class Driver(Node):
         self.spin_for(1.0)                               # let every topic match
 
     def publish_frame(self, t_us: int, images: dict, cloud: np.ndarray | None = None, pose: bool = True,
-                      wait_for_output: float = 5.0) -> bool:
-        """Publish one frame; wait until the node answered it (True) or the wait ran out."""
+                      wait_for_output: float = 120.0) -> bool:
+        """Publish one frame; wait until the node answered it (True) or the wait ran out. The wait
+        ends as soon as the answer comes; it is long so that a loaded machine is never a failure."""
         stamp = us_to_stamp(t_us)
         if pose:
             matrix = np.eye(4)
