@@ -17,6 +17,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _domain_ids = itertools.count((os.getpid() % 50) * 2)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, with the reason, where torch sees no CUDA GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); make gpu-check runs it")
+    for item in marked:
+        item.add_marker(skip)
+
+
 @pytest.fixture
 def ros_domain_id() -> int:
     """A DDS domain id of this test's own (same domain = crosstalk)."""
