@@ -74,6 +74,11 @@ class CameraViewTransform(nn.Module):
         levels = [features] if isinstance(features, Tensor) else list(features)
         if len(levels) != self.num_levels:
             raise ValueError(f"view transform built for {self.num_levels} feature levels, got {len(levels)}")
+        return self.sample_bev(levels, cam_mask, calibration.at_stride(self.stride), torch.linalg.inv(calibration.cam2ego))
+
+    def sample_bev(self, levels: list[Tensor], cam_mask: Tensor, intrinsics: Tensor, ego2cam: Tensor) -> Tensor:
+        """``forward`` from the main level's intrinsics [B, V, 3, 3] (at ``stride``) and
+        ego2cam = inv(cam2ego) [B, V, 4, 4] (the fixed-shape path inverts in closed form)."""
         batch, cameras, channels, feat_h, feat_w = levels[0].shape
         height, width = self.grid.shape
         cells = height * width
@@ -84,8 +89,6 @@ class CameraViewTransform(nn.Module):
         offsets = torch.tanh(self.offsets(query)) * self.max_offset_px                  # [B, S*2, H, W]
         offsets = offsets.reshape(batch, self.samples, 2, cells).permute(0, 3, 1, 2)     # [B, HW, S, 2]
         logits = self.weights(query).reshape(batch, -1, cells).transpose(1, 2)             # [B, HW, L*S]
-        intrinsics = calibration.at_stride(self.stride)
-        ego2cam = torch.linalg.inv(calibration.cam2ego)
         total = levels[0].new_zeros(batch, channels, cells)
         count = levels[0].new_zeros(batch, 1, cells)
         for cam in range(cameras):

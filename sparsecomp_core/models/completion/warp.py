@@ -52,15 +52,23 @@ class MotionCompensatedWarp(nn.Module):
             warped [N, T, K, C, hq, wq] and valid [N, T, K, hq, wq] (bool: some
             hypothesis projected inside the key camera's image).
         """
+        return self.warp_with_inverses(past_features, torch.linalg.inv(query_intrinsics), query_cam2ego, cur2past,
+                                       key_intrinsics, torch.linalg.inv(key_cam2ego), query_size)
+
+    def warp_with_inverses(self, past_features: Tensor, query_intrinsics_inverse: Tensor, query_cam2ego: Tensor,
+                           cur2past: Tensor, key_intrinsics: Tensor, ego2key: Tensor,
+                           query_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """``forward`` with the inverses given: inv(query_intrinsics) [N, 3, 3] and
+        ego2key = inv(key_cam2ego) [N, T, K, 4, 4] (the fixed-shape path computes them
+        in closed form: ONNX has no matrix inverse; see sparsecomp_core/deploy/affine.py)."""
         n, t, k, c, h, w = past_features.shape
         hq, wq = query_size
         depth_count = self.depths.numel()
         uv = pixel_centres(hq, wq, past_features.device)                           # [P, 2]
-        rays = torch.cat([uv, torch.ones_like(uv[:, :1])], dim=1) @ torch.linalg.inv(query_intrinsics).transpose(-1, -2)
+        rays = torch.cat([uv, torch.ones_like(uv[:, :1])], dim=1) @ query_intrinsics_inverse.transpose(-1, -2)
         points_cam = rays[:, None] * self.depths[None, :, None, None]               # [N, D, P, 3]
         points_ego = transform_points(query_cam2ego[:, None], points_cam)            # [N, D, P, 3]
         points_past = transform_points(cur2past[:, :, None], points_ego[:, None])    # [N, T, D, P, 3]
-        ego2key = torch.linalg.inv(key_cam2ego)                                      # [N, T, K, 4, 4]
         points_key = transform_points(ego2key[:, :, :, None], points_past[:, :, None])  # [N, T, K, D, P, 3]
         pixels, in_front = project_points(key_intrinsics[:, :, :, None], points_key)    # [N, T, K, D, P, 2]
 

@@ -12,7 +12,8 @@ from ..bev.grid import BEVGrid
 from ..blocks import KeyMaskedAttention
 from .boxes import NUM_ANGLE_BINS, NUM_CLASSES, NUM_OCCLUSION_STATES, decode_boxes
 from .heatmap import BEVHeatmapHead, heatmap_peaks
-from .query_queue import KeptQueries, QueryQueue, compensated_history, select_queries, zero_static_velocities
+from .query_queue import (CompensatedQueries, KeptQueries, QueryQueue, compensated_history, select_queries,
+                          zero_static_velocities)
 from .track_ids import associate_ids, inheritable_past
 from .velocity_history import HistoryVelocityFusion
 
@@ -165,8 +166,23 @@ class DynamicHead(nn.Module):
 
     def forward(self, tokens: Tensor, ego2global: Tensor, timestamp_us: Tensor, queue: QueryQueue,
                 sequence_ids: Sequence | None = None) -> dict:
-        batch = tokens.shape[0]
         queue = queue.checked_for_scene_change(timestamp_us, sequence_ids)
+        history = compensated_history(queue, ego2global, timestamp_us)
+        result = self.decode(tokens, history)
+        scores, labels = torch.sigmoid(result["cls_logits"][-1]).max(dim=-1)
+        past = inheritable_past(queue, history, self.id_min_score)
+        ids, next_id = associate_ids(result["boxes"][-1][..., :3], labels, scores, past, queue.next_id,
+                                     self.id_gate_m, self.id_min_score)
+        result.update(ids=ids, queue=queue, next_id=next_id)
+        return result
+
+    def decode(self, tokens: Tensor, history: CompensatedQueries | None) -> dict:
+        """The decoder on BEV tokens [B, H*W, C_neck] with the motion-compensated history
+        (None: none); the newest kept frame's valid queries (the first
+        ``history.frame_sizes[0]``) continue as the first current queries. Returns forward's
+        dict without ids, queue and next_id (object ids are associated outside: Hungarian
+        matching on the CPU, which the fixed-shape path keeps outside its graph)."""
+        batch = tokens.shape[0]
         bev = self.memory_projection(tokens)
         bev_pos = self.position_encoder(self.bev_cells)[None]
         queries = self.query_embedding.weight[None].expand(batch, -1, -1)
@@ -179,13 +195,12 @@ class DynamicHead(nn.Module):
             reference = torch.cat([reference, peak_reference], dim=1)
         propagated = torch.zeros(batch, self.num_queries, dtype=torch.bool, device=tokens.device)
 
-        history = compensated_history(queue, ego2global, timestamp_us)
         history_emb = history_pos = history_valid = None
         if history is not None:
             history_emb, history_valid = history.embeddings, history.valid
             history_pos = self.position_encoder(self.grid.normalise(history.reference_points).clamp(0, 1))
             # The newest frame's kept queries continue as the first k current queries.
-            k = queue.frames[0].ids.shape[1]
+            k = history.frame_sizes[0]
             use = history.valid[:, :k]                                                  # [B, k]
             propagated[:, :k] = use
             queries = torch.cat([torch.where(use[..., None], history.embeddings[:, :k], queries[:, :k]), queries[:, k:]], 1)
@@ -207,11 +222,7 @@ class DynamicHead(nn.Module):
                 per_layer[key].append(out[key])
             reference = centre_norm.detach()
         result = {key: torch.stack(values) for key, values in per_layer.items()}
-        scores, labels = torch.sigmoid(result["cls_logits"][-1]).max(dim=-1)
-        past = inheritable_past(queue, history, self.id_min_score)
-        ids, next_id = associate_ids(result["boxes"][-1][..., :3], labels, scores, past, queue.next_id,
-                                     self.id_gate_m, self.id_min_score)
-        result.update(embeddings=queries, ids=ids, propagated=propagated, queue=queue, next_id=next_id)
+        result.update(embeddings=queries, propagated=propagated)
         if heatmap_logits is not None:
             result["heatmap_logits"] = heatmap_logits
         return result
