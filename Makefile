@@ -1,5 +1,5 @@
 # The two commands of the README, plus the environment they both need.
-.PHONY: env test demo
+.PHONY: env test demo gpu-check gpu-check-dry-run
 
 env:
 	scripts/setup_env.sh
@@ -13,3 +13,12 @@ test: env
 # partway, write BEV pictures + summary to outputs/demo.
 demo: env
 	. .venv/bin/activate && python -m sparsecomp_ros.demo --out outputs/demo
+
+# On a machine with CUDA (no venv: its own python3 with a CUDA torch): the CUDA
+# tests and every GPU benchmark, results in bench/results/*-gpu.json.
+gpu-check:
+	python3 scripts/gpu_check.py
+
+# The same harness on a CPU with the smallest settings (checks the commands only).
+gpu-check-dry-run: env
+	. .venv/bin/activate && python scripts/gpu_check.py --dry-run

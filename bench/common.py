@@ -12,7 +12,8 @@ import torch
 
 from sparsecomp_core.jsonio import dumps
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# SPARSECOMP_RESULTS_DIR: elsewhere (scripts/gpu_check.py --dry-run keeps bench/results untouched).
+RESULTS_DIR = Path(os.environ.get("SPARSECOMP_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 
 def machine() -> dict:

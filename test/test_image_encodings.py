@@ -301,6 +301,7 @@ def test_compressed_decoder_without_gpu_decoding_returns_numpy_from_the_cpu(monk
             decoder.decode(CompressedImage(format="jpeg", data=b"\xff\xd8\xff garbage"))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not GPU_DECODING, reason="needs CUDA and torchvision (nvjpeg)")
 def test_compressed_decoder_decodes_jpeg_on_the_gpu_and_the_batch_takes_it_directly():
     device = torch.device("cuda")
@@ -373,7 +374,7 @@ def test_health_view_of_grey_images_and_tensors_is_numpy():
     assert np.array_equal(health_view(torch.from_numpy(image).permute(2, 0, 1).permute(1, 2, 0)), expected)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_health_view_of_a_cuda_tensor_is_subsampled_on_the_gpu():
     image = np.random.default_rng(6).integers(0, 256, (900, 1600, 3), dtype=np.uint8)
     view = health_view(torch.from_numpy(image).cuda())

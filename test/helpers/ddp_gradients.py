@@ -1,6 +1,7 @@
-"""Run under torchrun with 2 CPU processes (gloo): each rank computes its local
-gradient on its own toy frame without DDP, then the DDP gradient; writes both
-(and the all-gathered DDP gradients) for test_distributed.py to compare."""
+"""Run under torchrun: each rank computes its local gradient on its own toy frame
+without DDP, then the DDP gradient; writes both (and the all-gathered DDP
+gradients) for test_distributed.py / test_cuda.py to compare. DDP_BACKEND:
+gloo (CPU, default) or nccl (one CUDA device per rank)."""
 import os
 import sys
 from pathlib import Path
@@ -20,13 +21,18 @@ def flat_grad(model: torch.nn.Module) -> torch.Tensor:
 
 
 def main() -> None:
-    dist.init_process_group("gloo")
+    backend = os.environ.get("DDP_BACKEND", "gloo")
+    dist.init_process_group(backend)
     rank = dist.get_rank()
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     model, rig = micro_model(seed=0)              # identical initial weights on every rank
-    model.train()
+    model.to(device).train()
     gen = torch.Generator().manual_seed(100 + rank)  # different data per rank
-    inputs = toy_scene.frame(rig, 0.1 * rank, gen, torch.rand(1, rig.num_cameras, 3, 64, 128, generator=gen))
-    targets = [toy_scene.targets_at(0.1 * rank)]
+    inputs = toy_scene.frame(rig, 0.1 * rank, gen, torch.rand(1, rig.num_cameras, 3, 64, 128, generator=gen)).to(device)
+    targets = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in toy_scene.targets_at(0.1 * rank).items()}]
 
     torch.manual_seed(7)
     sum(model(inputs, None, targets)["losses"].values()).backward()
@@ -42,7 +48,8 @@ def main() -> None:
     dist.all_gather(gathered_local, local)
     dist.all_gather(gathered_ddp, averaged)
     if rank == 0:
-        torch.save({"local": torch.stack(gathered_local), "ddp": torch.stack(gathered_ddp)}, os.environ["DDP_TEST_OUT"])
+        torch.save({"local": torch.stack(gathered_local).cpu(), "ddp": torch.stack(gathered_ddp).cpu()},
+                   os.environ["DDP_TEST_OUT"])
     dist.barrier()              # rank 0 hosts the store: nobody leaves while another still talks to it
     dist.destroy_process_group()
 
