@@ -51,6 +51,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from sparsecomp_core.data.sweeps import merge_sweeps
+from sparsecomp_core.deploy.runner import DEFAULT_LIDAR_BUCKET, FixedShapeRunner
 from sparsecomp_core.geometry import Calibration, transform_boxes
 from sparsecomp_core.models.detector import CheckpointError, load_detector
 from sparsecomp_core.models.inputs import FrameInputs
@@ -132,6 +133,12 @@ class PerceptionNode(Node):
         checkpoint = param("model.checkpoint", "", "trained model file (weights + model config); '' = shipped default")
         device = param("model.device", "auto", "'auto' (cuda when available), 'cuda', 'cuda:N' or 'cpu'")
         self.precision = param("model.precision", "fp32", "fp32, bf16 or fp16 (autocast on CUDA)")
+        fast_path = param("model.fast_path", False, "run the fixed-shape path (state in static buffers, LiDAR padded "
+                          "to model.lidar_bucket; for torch.compile / CUDA graphs): docs/deployment.md")
+        compile_graph = param("model.compile", False, "torch.compile the fixed-shape path (needs model.fast_path; "
+                              "the first frame waits for the compilation)")
+        lidar_bucket = param("model.lidar_bucket", DEFAULT_LIDAR_BUCKET, "LiDAR points per frame in the fixed-shape "
+                             "path (merged sweeps); points past it are dropped with a warning")
         expected_cameras = self.declare_parameter(
             "cameras", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
                 description="the cameras this vehicle has, in model order; unset = the checkpoint's rig. "
@@ -186,8 +193,11 @@ class PerceptionNode(Node):
                 ("health.rate_window_s", camera_thresholds["rate_window_s"], 0.0, True, None),
                 ("health.fail_after", camera_thresholds["fail_after"], 1, False, None),
                 ("health.recover_after", camera_thresholds["recover_after"], 1, False, None),
-                ("lidar.min_points", lidar_min_points, 0, False, None)):
+                ("lidar.min_points", lidar_min_points, 0, False, None),
+                ("model.lidar_bucket", lidar_bucket, 1, False, None)):
             check_range(name, value, low, high, low_open)
+        if compile_graph and not fast_path:
+            raise ParameterError("model.compile", "compiles the fixed-shape path: set model.fast_path true as well")
 
         if self.device.type == "cpu" and device == "auto":
             self.get_logger().warning("no CUDA device: running the model on the CPU (slow)")
@@ -204,12 +214,16 @@ class PerceptionNode(Node):
         self.reference = resolve_reference(reference, self.cameras)
         self.model.postprocess_cfg.score_threshold = self.score_threshold
         self.model.postprocess_cfg.max_objects = self.max_objects
+        # What runs a frame: the eager model, or the fixed-shape runner with the same call shape.
+        self.inference = self.model
+        if fast_path:
+            self.inference = FixedShapeRunner(self.model, self.model_config, lidar_bucket, compile=compile_graph)
         self.autocast_dtype = PRECISIONS[self.precision]
         self.image_size = (self.rig.image_height, self.rig.image_width)
         self.batcher = ImageBatcher(len(self.cameras), self.image_size, self.device)
         self.jpeg_decoder = CompressedDecoder(self.device)
         self.nominal = self.rig.calibration(1)
-        self.state = self.model.initial_state()
+        self.state = self.inference.initial_state()
         self.sequence = 0
         self.diagnostics_period_ns = int(diagnostics_period_s * 1e9)
 
@@ -427,7 +441,7 @@ class PerceptionNode(Node):
                              [f"live-{self.sequence}"], self.ego_path()).to(self.device)
         with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None and self.device.type == "cuda"):
-            detections, self.state = self.model.infer(inputs, self.state)
+            detections, self.state = self.inference.infer(inputs, self.state)
         inferred = time.perf_counter()
         if self._stop.is_set():
             return                                        # shutting down: the publishers may be gone
@@ -473,7 +487,7 @@ class PerceptionNode(Node):
 
     def reset_temporal_state(self) -> None:
         self.sequence += 1
-        self.state = self.model.initial_state()
+        self.state = self.inference.initial_state()
         self.trails.clear()
 
     # --- tf ------------------------------------------------------------------------------------

@@ -295,6 +295,8 @@ def test_an_overloaded_node_flags_no_healthy_camera_skips_old_frames_and_says_so
     ("health.fail_after", 0, "health.fail_after"),
     ("sync.slop_s", 0.0, "sync.slop_s"),
     ("cameras", ["CAM_FRONT", "CAM_BACK"], "cameras"),
+    ("model.lidar_bucket", 0, "model.lidar_bucket"),
+    ("model.compile", True, "model.compile"),            # without model.fast_path
 ])
 def test_bad_parameters_are_refused_with_the_parameter_named(make_node, parameter, value, says):
     from sparsecomp_ros.perception_node import ParameterError
@@ -388,3 +390,31 @@ def test_a_multi_sweep_model_gets_the_last_sweeps_moved_into_the_current_ego_fra
     np.testing.assert_allclose(merged[:, :3], np.repeat([[world_point[0] - ego_x, 5.0, 1.0]], 3, 0), atol=1e-4)
     np.testing.assert_allclose(merged[:, 4], [0.0, 0.1, 0.2], atol=1e-6)     # time lag, s
     assert captured[0].shape == (1, 5)                     # the first frame has no earlier sweep
+
+
+def test_the_fast_path_publishes_the_same_objects_as_the_eager_model(make_node):
+    """model.fast_path (fixed shapes, sparsecomp_core/deploy) against the eager model on the
+    same frames: a moving ego, a camera dying and another going black, LiDAR clouds of
+    changing size (bucket 3000). Tolerances as test_deploy.py's (1e-4)."""
+    from sparsecomp_core.deploy.runner import FixedShapeRunner
+    eager, fast = make_node(), make_node(**{"model.fast_path": True, "model.lidar_bucket": 3000})
+    assert isinstance(fast.inference, FixedShapeRunner) and eager.inference is eager.model
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        t = 1_000 * MS + step * 100 * MS
+        cloud = rng.normal(0, 15, (1500 + 200 * step, 4)).astype(np.float32)
+        for node in (eager, fast):
+            add_pose(node, t)
+            feed_frame(node, t, skip=(node.cameras[2],) if step >= 2 else (),
+                       black=(node.cameras[4],) if step >= 3 else (), points=cloud)
+    assert len(eager.published["objects"]) == len(fast.published["objects"]) == 6
+    assert list(fast.published["objects"][-1].failed_cameras) == list(eager.published["objects"][-1].failed_cameras)
+    assert len(fast.published["objects"][-1].failed_cameras) == 2
+    for eager_msg, fast_msg in zip(eager.published["objects"], fast.published["objects"]):
+        assert len(eager_msg.objects) == len(fast_msg.objects) > 0
+        for e, f in zip(eager_msg.objects, fast_msg.objects):
+            assert (e.id, e.label) == (f.id, f.label)
+            assert abs(e.score - f.score) < 1e-4
+            for axis in "xyz":
+                assert abs(getattr(e.pose.position, axis) - getattr(f.pose.position, axis)) < 1e-4
+                assert abs(getattr(e.velocity, axis) - getattr(f.velocity, axis)) < 1e-4
