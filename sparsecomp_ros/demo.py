@@ -76,7 +76,8 @@ class Recorder(Node):
                                      lambda msg, camera=camera: self.on_image(camera, msg), qos_profile_sensor_data)
         self.objects, self.health, self.truth, self.clouds, self.cloud_arrival = {}, {}, {}, {}, {}
         self.objects_arrival = {}
-        self.skipped_model_busy = 0                 # the node's running total, from its timing topic
+        self.skipped_model_busy = 0                 # the node's running totals, from its timing topic
+        self.references_received = 0
         self.load_statuses: list[DiagnosticStatus] = []
         self.create_subscription(DynamicObjectArray, f"/{NODE}/output/objects", self.on_objects, 50)
         self.create_subscription(DiagnosticStatus, f"/{NODE}/output/timing", self.on_timing, 50)
@@ -93,6 +94,8 @@ class Recorder(Node):
         for value in msg.values:
             if value.key == "skipped: model busy":
                 self.skipped_model_busy = max(self.skipped_model_busy, int(value.value))
+            elif value.key == "references received":
+                self.references_received = max(self.references_received, int(value.value))
 
     def on_diagnostics(self, msg):
         self.load_statuses += [s for s in msg.status if s.name.endswith("processing load")]
@@ -100,6 +103,12 @@ class Recorder(Node):
     def frames_accounted(self) -> int:
         """Frames the node answered or said it skipped (model busy)."""
         return len(self.objects) + self.skipped_model_busy
+
+    def all_accounted(self) -> bool:
+        """Every reference the node received (by its own count) answered or skipped, as far as
+        this recorder has heard. Best-effort sensor messages lost on the way (DDS under load)
+        never reach the node: those it cannot count."""
+        return self.references_received > 0 and self.frames_accounted() >= self.references_received
 
     def on_health(self, msg):
         self.health[stamp_to_us(msg.header.stamp)] = msg
@@ -143,7 +152,8 @@ def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: 
         while replay.poll() is None:
             executor.spin_once(timeout_sec=0.05)
         settle = time.monotonic() + answer_wait_s
-        while time.monotonic() < settle and recorder.frames_accounted() < len(recorder.clouds):
+        while time.monotonic() < settle and not (recorder.all_accounted()
+                                                 and recorder.references_received >= len(recorder.clouds)):
             executor.spin_once(timeout_sec=0.05)
     finally:
         stop_process(replay)

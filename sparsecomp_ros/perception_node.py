@@ -244,6 +244,7 @@ class PerceptionNode(Node):
         self._recent_drops: deque[float] = deque()         # monotonic times of drops within drop_window_s
         self.tf_outcomes: Counter = Counter()
         self.frames_out = 0
+        self.references_received = 0      # reference messages that asked for a frame
         self.last_reference_ns: int | None = None          # the worker's own: the assembler resets on time jumps
         self.camera_infos: dict[str, CameraInfo] = {}
         self.path: PathMsg | None = None
@@ -325,6 +326,7 @@ class PerceptionNode(Node):
     def _offer(self, stamp_ns: int) -> None:
         """Under _lock: a reference asks for a frame; a request still waiting is skipped."""
         now = time.monotonic()
+        self.references_received += 1
         self.load.reference_offered(now)
         if self.mailbox.offer(FrameRequest(stamp_ns, now)) is not None:
             self.load.frame_skipped()
@@ -456,7 +458,8 @@ class PerceptionNode(Node):
                 ("reference_to_start_ms", started_after_s), ("assemble_ms", assembled - started),
                 ("model_ms", inferred - assembled), ("publish_ms", done - inferred), ("processing_ms", done - started),
                 ("reference_to_output_ms", time.monotonic() - request.arrived_s))]
-            + [KeyValue(key="skipped: model busy", value=str(self.mailbox.skipped))]))
+            + [KeyValue(key="skipped: model busy", value=str(self.mailbox.skipped)),
+               KeyValue(key="references received", value=str(self.references_received))]))
 
     def in_ego_frame(self, entry: CloudEntry) -> np.ndarray:
         """[N, 4] points of a sweep in the ego frame (through the LiDAR's extrinsic from tf)."""
@@ -612,7 +615,8 @@ class PerceptionNode(Node):
         a message was dropped within diagnostics.drop_window_s (the totals stay in the values)."""
         level = self.node_level()
         drops, recent = self.dropped, len(self._recent_drops)
-        values = [KeyValue(key="frames_out", value=str(self.frames_out)),
+        values = [KeyValue(key="references received", value=str(self.references_received)),
+                  KeyValue(key="frames_out", value=str(self.frames_out)),
                   KeyValue(key="skipped: model busy", value=str(self.mailbox.skipped))]
         values += [KeyValue(key=f"dropped: {reason}", value=str(count)) for reason, count in sorted(drops.items())]
         values += [KeyValue(key=f"tf: {outcome}", value=str(count)) for outcome, count in sorted(self.tf_outcomes.items())]
