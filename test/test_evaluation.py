@@ -79,6 +79,7 @@ def test_conditions_and_variants(tmp_path):
     report = evaluate(model, dataset, conditions["crash1"], "full", progress=False)
     assert report["frames"] == 6 and report["masked_camera_fraction"] == pytest.approx(1 / 7)
     assert 0.0 <= report["mAP"] <= 1.0
+    assert evaluate(model, dataset, conditions["clean"], "full", progress=False, max_frames=2)["frames"] == 2
 
 
 def test_undefined_figures_are_written_as_null_in_strict_json(tmp_path, monkeypatch):

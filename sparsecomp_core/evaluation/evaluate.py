@@ -195,13 +195,14 @@ def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Co
     frames_total = sum(dataset.scene_length(s) for s in range(len(dataset.scenes)))
     bar = tqdm(total=min(frames_total, max_frames or frames_total), desc=f"{condition.name}/{variant}",
                disable=not progress, dynamic_ncols=True)
+    frames_run = 0
     with torch.no_grad(), cascade_variant(model, variant):
         for scene in range(len(dataset.scenes)):
             state = model.initial_state()
             length = dataset.scene_length(scene)
             for index in range(length):
-                if max_frames is not None and bar.n >= max_frames:
-                    break
+                if max_frames is not None and frames_run >= max_frames:
+                    break                       # (not bar.n: a disabled tqdm does not count)
                 frame = apply_condition(dataset.load(scene, index), condition, names, index, length, rng)
                 inputs, targets = collate([frame], dataset.image_size, with_trajectory=False)
                 target = targets[0]
@@ -229,6 +230,7 @@ def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Co
                 run.timestamps.setdefault(frame.sequence_id, []).append(frame.timestamp_us)
                 run.results[token] = [nuscenes_protocol.submission_box(token, p.box, p.label, p.score, ego2global)
                                       for p in frame_preds]
+                frames_run += 1
                 bar.update(1)
     bar.close()
     return run

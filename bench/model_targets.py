@@ -1,0 +1,137 @@
+"""Issue 14's targets for a camera + LiDAR model and a camera-only model, in one run.
+
+Each figure comes from one stream of the held-out set through the model
+(sparsecomp protocol, sparsecomp_core.evaluation.evaluate):
+
+camera + LiDAR (``--lidar-checkpoint``):
+  clean mAP >= 0.55, NDS >= 0.55, mAVE <= 0.6; id switches <= 2 per 100
+  ground-truth object-frames at the node's threshold (0.3); a continuously
+  visible car keeps one id for >= 80 % of its frames (median over cars);
+  NDS under crash2 and under frame_lost >= 0.97 x clean.
+camera only (``--camera-checkpoint``):
+  clean mAP >= 0.25; under crash2 the cascade recovers >= 60 % of the NDS
+  that the failed cameras cost: (full - none) / (clean - none) >= 0.6;
+  V2 (the shipped temporal completion) within 0.01 NDS of V1.
+
+    python bench/model_targets.py [--lidar-checkpoint models/tiny_default.pt]
+        [--camera-checkpoint models/tiny_camera_default.pt] [--data-root data/synthetic]
+        [--version v1.0-synthetic-val] [--name model_targets] [--max-frames N]
+
+Writes bench/results/<name>-<cpu|gpu>.json and prints a Markdown table. A
+checkpoint that does not exist is left out (its rows say so).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
+from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions  # noqa: E402
+from sparsecomp_core.models.detector import load_detector  # noqa: E402
+
+
+def run(checkpoint: str, data_root: str, version: str, device: str, passes: list[tuple[str, str]],
+        max_frames: int | None = None) -> dict:
+    """(condition, variant) -> metric report, for one model."""
+    model, cfg = load_detector(checkpoint, device)
+    dataset = SequenceDataset(data_root, version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
+    conditions = standard_conditions(dataset.rig.camera_names)
+    reports = {}
+    for condition, variant in passes:
+        reports[condition, variant] = evaluate(model, dataset, conditions[condition], variant, progress=False,
+                                              max_frames=max_frames)
+        report = reports[condition, variant]
+        print(f"{Path(checkpoint).name} {condition:10s} {variant:5s} mAP {report['mAP']:.3f} NDS {report['NDS']:.3f}",
+              flush=True)
+    return reports
+
+
+def operating_figures(report: dict) -> tuple[float | None, float | None]:
+    """(id switches per 100 ground-truth object-frames, median id keep fraction of continuously
+    visible cars) at the node's threshold."""
+    operating = report["tracking"]["operating_point"]
+    cars = operating["continuously_visible"].get("car") or {}
+    return operating["id_switches_per_100_gt"], cars.get("median_id_keep_fraction")
+
+
+def target(name: str, value: float | None, goal: str, met: bool | None) -> dict:
+    return {"target": name, "value": value, "goal": goal, "met": met}
+
+
+def lidar_targets(reports: dict) -> list[dict]:
+    clean = reports["clean", "full"]
+    ids_per_100, keep = operating_figures(clean)
+    rows = [target("mAP", clean["mAP"], ">= 0.55", clean["mAP"] >= 0.55),
+            target("NDS", clean["NDS"], ">= 0.55", clean["NDS"] >= 0.55),
+            target("mAVE (m/s)", clean["mAVE"], "<= 0.6", clean["mAVE"] <= 0.6),
+            target("id switches per 100 GT object-frames (at 0.3)", ids_per_100, "<= 2",
+                   None if ids_per_100 is None else ids_per_100 <= 2),
+            target("median id keep fraction, continuously visible cars", keep, ">= 0.8",
+                   None if keep is None else keep >= 0.8)]
+    for condition in ("crash2", "frame_lost"):
+        ratio = reports[condition, "full"]["NDS"] / max(clean["NDS"], 1e-9)
+        rows.append(target(f"NDS {condition} / clean", ratio, ">= 0.97", ratio >= 0.97))
+    return rows
+
+
+def camera_targets(reports: dict) -> list[dict]:
+    clean, none, full, v1 = (reports[key] for key in (("clean", "full"), ("crash2", "none"), ("crash2", "full"),
+                                                       ("crash2", "v1")))
+    lost = clean["NDS"] - none["NDS"]
+    recovered = (full["NDS"] - none["NDS"]) / lost if lost > 0 else None
+    return [target("mAP", clean["mAP"], ">= 0.25", clean["mAP"] >= 0.25),
+            target("crash2: share of the lost NDS the cascade recovers", recovered, ">= 0.6",
+                   None if recovered is None else recovered >= 0.6),
+            target("crash2: NDS V2 - V1", full["NDS"] - v1["NDS"], ">= -0.01", full["NDS"] - v1["NDS"] >= -0.01)]
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | target | value | goal | met |", "|---|---|---|---|---|"]
+    for row in rows:
+        value = "-" if row["value"] is None else f"{row['value']:.3f}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+        lines.append(f"| {row['model']} | {row['target']} | {value} | {row['goal']} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lidar-checkpoint", default="models/tiny_default.pt")
+    parser.add_argument("--camera-checkpoint", default="models/tiny_camera_default.pt")
+    parser.add_argument("--data-root", default="data/synthetic")
+    parser.add_argument("--version", default="v1.0-synthetic-val")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default="model_targets")
+    parser.add_argument("--max-frames", type=int, help="only this many frames (a quick check of the script)")
+    args = parser.parse_args()
+    rows, summaries = [], {}
+    for label, checkpoint, passes, targets in (
+            ("camera + LiDAR", args.lidar_checkpoint, [("clean", "full"), ("crash2", "full"), ("frame_lost", "full")],
+             lidar_targets),
+            ("camera only", args.camera_checkpoint, [("clean", "full"), ("crash2", "none"), ("crash2", "full"),
+                                                    ("crash2", "v1")], camera_targets)):
+        if not Path(checkpoint).exists():
+            rows.append({"model": label, "target": f"(no checkpoint {checkpoint})", "value": None, "goal": "-",
+                         "met": None})
+            continue
+        reports = run(checkpoint, args.data_root, args.version, args.device, passes, args.max_frames)
+        rows += [{"model": label, **row} for row in targets(reports)]
+        summaries[label] = {"checkpoint": checkpoint, "passes": {
+            f"{condition}/{variant}": {k: report[k] for k in ("mAP", "NDS", "mATE", "mAVE", "id_switches")}
+            for (condition, variant), report in reports.items()}}
+    table = markdown(rows)
+    print(table)
+    path = write_result(args.name, {"data": f"{args.data_root}/{args.version}", "max_frames": args.max_frames,
+                                    "models": summaries, "targets": rows,
+                                    "table": table})
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
