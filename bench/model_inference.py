@@ -10,7 +10,7 @@ and peak reserved by the caching allocator.
 
     python bench/model_inference.py [--config full] [--repeats N] [--device cpu|cuda]
         [--precisions fp32 bf16 fp16] [--failed 0 1 2] [--channels-last] [--extra-view-levels [N ...]]
-        [--name NAME]
+        [--paths eager fixed compiled] [--name NAME]
 
 Writes bench/results/model_inference-<cpu|gpu>.json.
 """
@@ -41,7 +41,10 @@ FAILED = {0: [], 1: [0], 2: [0, 4]}
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def synthetic_frame(rig, step: int, failed: int, device: str, points: int = 120_000) -> FrameInputs:
+POINTS = 120_000
+
+
+def synthetic_frame(rig, step: int, failed: int, device: str, points: int = POINTS) -> FrameInputs:
     gen = torch.Generator().manual_seed(step)
     images = torch.randint(0, 256, (1, rig.num_cameras, 3, rig.image_height, rig.image_width), dtype=torch.uint8,
                            generator=gen)
@@ -56,9 +59,12 @@ def synthetic_frame(rig, step: int, failed: int, device: str, points: int = 120_
 
 
 def measure(config: str, precision: str, failed: int, repeats: int, device: str, channels_last: bool = False,
-            extra_view_levels: list[int] | None = None) -> dict:
+            extra_view_levels: list[int] | None = None, path: str = "eager") -> dict:
     """Latency from a pass without hooks (stage hooks synchronise the GPU and
-    would stall its pipelining), then the stage breakdown from a second pass."""
+    would stall its pipelining), then the stage breakdown from a second pass
+    (eager path only). ``path``: eager (model.infer), fixed (the fixed-shape runner,
+    sparsecomp_core.deploy) or compiled (that runner through torch.compile; its
+    compilation happens in the warm-up frames and is reported as compile_s)."""
     torch.manual_seed(0)
     cfg = load_model_config(config)
     cfg.backbone.channels_last = channels_last
@@ -67,7 +73,11 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str,
     rig = cfg.load_rig()
     model = build_detector(cfg).to(device).eval()
     dtype = DTYPES[precision]
-    state = model.initial_state()
+    runner = model
+    if path != "eager":
+        from sparsecomp_core.deploy.runner import FixedShapeRunner
+        runner = FixedShapeRunner(model, cfg, lidar_bucket=POINTS, compile=path == "compiled")
+    state = runner.initial_state()
 
     def sync() -> None:
         if device == "cuda":
@@ -79,12 +89,11 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str,
         sync()
         start = time.perf_counter()
         with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            detections, state = model.infer(inputs, state)
+            detections, state = runner.infer(inputs, state)
         sync()
         return (time.perf_counter() - start) * 1e3
 
-    for step in range(3):                           # warm-up, fills the history queues
-        run(step)
+    warm_up = [run(step) for step in range(3)]      # fills the history queues (and compiles)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -101,7 +110,7 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str,
 
     stage_times: dict[str, list[float]] = defaultdict(list)
     starts: dict[str, float] = {}
-    for stage, name in STAGES.items():
+    for stage, name in STAGES.items() if path == "eager" else ():
         try:
             module = model.get_submodule(name)
         except AttributeError:
@@ -119,7 +128,8 @@ def measure(config: str, precision: str, failed: int, repeats: int, device: str,
     for i in range(min(repeats, 10)):
         run(3 + repeats + i)
     ordered = sorted(latencies)
-    return {"precision": precision, "failed_cameras": failed, "channels_last": channels_last,
+    return {"path": path, "compile_s": warm_up[0] / 1e3 if path == "compiled" else None,
+            "precision": precision, "failed_cameras": failed, "channels_last": channels_last,
             "view_levels": [cfg.view_transform.feature_level, *cfg.view_transform.extra_levels], "repeats": repeats,
             "p50_ms": statistics.median(latencies), "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
             "stage_median_ms": {s: statistics.median(v) for s, v in stage_times.items()},
@@ -136,34 +146,35 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="backbone in NHWC memory")
     parser.add_argument("--extra-view-levels", nargs="*", type=int, default=None,
                         help="override view_transform.extra_levels (none given: sample the main level only)")
+    parser.add_argument("--paths", nargs="+", default=["eager"], choices=["eager", "fixed", "compiled"],
+                        help="eager model, fixed-shape runner, or that runner compiled (torch.compile)")
     parser.add_argument("--name", default="model_inference", help="result file bench/results/<name>-<cpu|gpu>.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats = args.repeats or (50 if args.device == "cuda" else 3)
     if args.one:
-        precision, failed = args.one.split(",")
+        path, precision, failed = args.one.split(",")
         print(json.dumps(measure(args.config, precision, int(failed), repeats, args.device, args.channels_last,
-                                 args.extra_view_levels)))
+                                 args.extra_view_levels, path)))
         return
     rows = []
-    for precision in args.precisions:
-        for failed in args.failed:
-            done = subprocess.run([sys.executable, __file__, "--one", f"{precision},{failed}", "--config", args.config,
-                                   "--repeats", str(repeats), "--device", args.device]
-                                  + (["--channels-last"] if args.channels_last else [])
-                                  + ([] if args.extra_view_levels is None
-                                     else ["--extra-view-levels", *map(str, args.extra_view_levels)]),
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(done.stderr[-3000:])
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(json.dumps({k: (round(v, 1) if isinstance(v, float) else
-                                  {s: round(t, 1) for s, t in v.items()} if isinstance(v, dict) else v)
-                              for k, v in rows[-1].items()}), flush=True)
-    path = write_result(args.name, {
+    for path, precision, failed in ((p, q, f) for p in args.paths for q in args.precisions for f in args.failed):
+        done = subprocess.run([sys.executable, __file__, "--one", f"{path},{precision},{failed}", "--config",
+                               args.config, "--repeats", str(repeats), "--device", args.device]
+                              + (["--channels-last"] if args.channels_last else [])
+                              + ([] if args.extra_view_levels is None
+                                 else ["--extra-view-levels", *map(str, args.extra_view_levels)]),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-3000:])
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps({k: (round(v, 1) if isinstance(v, float) else
+                              {s: round(t, 1) for s, t in v.items()} if isinstance(v, dict) else v)
+                          for k, v in rows[-1].items()}), flush=True)
+    written = write_result(args.name, {
         "setup": f"config {args.config}, batch 1, 7 x 512 x 960 uint8 images, 120k points, history queues full",
         "device": args.device, "rows": rows})
-    print("wrote", path)
+    print("wrote", written)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def cuda_test_files(has_ros: bool) -> tuple[list[str], list[str]]:
     return run, left_out
 
 
-def steps(python: str, junit: Path, test_files: list[str]) -> list[Step]:
+def steps(python: str, junit: Path, test_files: list[str], export_dir: Path) -> list[Step]:
     """The steps in order; ~budget in comments (one H100)."""
     bench = lambda script, *args: [python, f"bench/{script}", *args]  # noqa: E731
     pytest = [python, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "-q", "-rs", f"--junitxml={junit}"]
@@ -69,6 +69,13 @@ def steps(python: str, junit: Path, test_files: list[str]) -> list[Step]:
         Step("model_inference", bench("model_inference.py", "--precisions", "fp32", "bf16", "fp16", "--repeats", "50"),
              600, dry_command=bench("model_inference.py", "--config", "tiny", "--precisions", "fp32", "--failed", "2",
                                     "--repeats", "2")),                                               # ~5 min
+        Step("model_inference_compiled", bench("model_inference.py", "--paths", "fixed", "compiled", "--precisions",
+                                               "bf16", "--failed", "0", "2", "--repeats", "50",
+                                               "--name", "model_inference_compiled"), 600,
+             dry_command=bench("model_inference.py", "--config", "tiny", "--paths", "fixed", "--precisions", "fp32",
+                               "--failed", "2", "--repeats", "2", "--name", "model_inference_compiled")),
+        Step("export", [python, "-m", "sparsecomp_core.export", "--checkpoint", "models/tiny_default.pt", "--out",
+                        str(export_dir)], 420),                   # onnxruntime parity; TensorRT where importable
         Step("profile_inference", bench("profile_inference.py", "--precision", "bf16", "--failed", "2"), 240,
              dry_command=bench("profile_inference.py", "--config", "tiny", "--precision", "fp32", "--frames", "2")),
         Step("temporal_completion", bench("temporal_completion.py", "--repeats", "20"), 300,
@@ -135,6 +142,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", help="run only these steps")
     parser.add_argument("--dry-run", action="store_true", help="CPU, smallest settings, results in a temporary folder")
+    parser.add_argument("--budget-s", type=float, default=1380.0,
+                        help="start no step after this many seconds (the steps' order is their priority)")
     args = parser.parse_args()
     python = sys.executable
     import torch
@@ -158,8 +167,13 @@ def main() -> int:
         record["test_files_not_run_without_ros"] = needing_ros
     started = time.monotonic()
     failed = False
-    for step in steps(python, junit, test_files):
+    export_dir = Path(tempfile.mkdtemp(prefix="gpu_check_export_"))
+    for step in steps(python, junit, test_files, export_dir):
         if args.only and step.name not in args.only:
+            continue
+        if time.monotonic() - started > args.budget_s:
+            record["steps"].append({"name": step.name, "exit_code": "skipped", "reason": "over the time budget"})
+            print(f"[gpu-check] {step.name}: skipped (over the {args.budget_s:.0f} s budget)", flush=True)
             continue
         if step.needs_ros and not has_ros:
             record["steps"].append({"name": step.name, "exit_code": "skipped", "reason": f"ROS not importable: "
@@ -169,6 +183,11 @@ def main() -> int:
         result = run_step(step, env, args.dry_run)
         if step.name == "tests":
             result["outcomes"] = test_outcomes(junit)
+        if step.name == "export" and (export_dir / "sparsecomp.json").exists():
+            # the sidecar holds the onnxruntime (and TensorRT) checks and timings; the graph stays out
+            sidecar = results_dir / f"export_sidecar-{'cpu' if args.dry_run else 'gpu'}.json"
+            sidecar.write_text((export_dir / "sparsecomp.json").read_text())
+            result["sidecar"] = sidecar.name
         record["steps"].append(result)
         failed |= result["exit_code"] != 0
     record["total_seconds"] = round(time.monotonic() - started, 1)
