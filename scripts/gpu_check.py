@@ -110,10 +110,10 @@ def run_step(step: Step, env: dict, dry: bool) -> dict:
     try:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=step.timeout_s)
         code, output = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired as exc:
+    except subprocess.TimeoutExpired as exc:     # its captured output comes as bytes
         code = "timeout"
-        output = ((exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")) + \
-                 ((exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or ""))
+        output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part
+                         for part in (exc.stdout or b"", exc.stderr or b""))
     seconds = time.monotonic() - started
     print(f"[gpu-check] {step.name}: exit {code} after {seconds:.0f} s", flush=True)
     return {"name": step.name, "command": " ".join(Path(command[0]).name if i == 0 else part
