@@ -18,6 +18,7 @@ from sparsecomp_core.deploy.check_sequence import check_sequence
 from sparsecomp_core.deploy.onnx_runner import OnnxRunner
 from sparsecomp_core.deploy.runner import FixedShapeRunner
 from sparsecomp_core.models.detector import load_detector
+from sparsecomp_core.models.head.postprocess import postprocess
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import REPO_ROOT  # noqa: E402
@@ -75,7 +76,6 @@ def test_onnxruntime_steps_the_graph_like_the_eager_model(exported):
                                                        model.postprocess_cfg)
         torch.testing.assert_close(outputs["boxes"], eager["boxes"][-1], atol=BOX_TOLERANCE, rtol=0)
         torch.testing.assert_close(outputs["cls_logits"], eager["cls_logits"][-1], atol=LOGIT_TOLERANCE, rtol=0)
-        from sparsecomp_core.models.head.postprocess import postprocess
         assert_same_detections(postprocess(eager, model.postprocess_cfg), detections)
         masks.add(tuple(inputs.cam_mask[0].tolist()))
     assert len(masks) >= 5
