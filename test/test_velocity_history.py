@@ -128,13 +128,13 @@ def test_training_learns_to_read_velocity_from_the_history():
     assert with_history < 0.3 * without
 
 
-def micro_head(velocity_from_history: bool) -> DynamicHead:
+def micro_head(velocity_from_history: bool, id_min_score: float = 0.0) -> DynamicHead:
     grid = BEVGrid(BEVGridConfig(x_range=(-16.0, 16.0), y_range=(-16.0, 16.0), cell_size=4.0))
     torch.manual_seed(0)
     return DynamicHead(grid, num_queries=12, topk_query=4, queue_length=3, embed_dims=16, num_layers=2, num_heads=2,
                        ffn_channels=32, neck_channels=8, num_top_when_random=2, heatmap_queries=4,
-                       velocity_from_history=velocity_from_history,
-                       id_min_score=0.0).eval()     # untrained scores sit near the 0.01 prior
+                       velocity_from_history=velocity_from_history, id_min_score=id_min_score,
+                       velocity_history_min_score=0.0).eval()     # untrained scores sit near the 0.01 prior
 
 
 def test_the_flag_keeps_old_weights_loadable_and_changes_nothing_without_history():
@@ -152,3 +152,26 @@ def test_the_flag_keeps_old_weights_loadable_and_changes_nothing_without_history
         second_on = on(tokens, ego, stamps[1], on.update_queue(first_on, ego, stamps[0], ["s"]), ["s"])
     torch.testing.assert_close(second_on["boxes"][..., :7], second_off["boxes"][..., :7], rtol=0, atol=0)
     assert not torch.equal(second_on["boxes"][..., 7:9], second_off["boxes"][..., 7:9])     # history used
+
+
+def test_the_id_threshold_does_not_change_what_the_network_sees():
+    """Ids are post-processing: raising id_min_score after training changes ids only,
+    never boxes or velocities (the velocity evidence has its own threshold)."""
+    low, high = micro_head(True, id_min_score=0.0), micro_head(True, id_min_score=0.9)
+    tokens = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(3))
+    ego, stamps = torch.eye(4, dtype=torch.float64)[None], [torch.tensor([T0_US + k * 100_000]) for k in range(3)]
+    outputs = {}
+    with torch.no_grad():
+        for name, head in (("low", low), ("high", high)):
+            queue, frames = head.empty_queue(), []
+            for stamp in stamps:
+                out = head(tokens, ego, stamp, queue, ["s"])
+                queue = head.update_queue(out, ego, stamp, ["s"])
+                frames.append(out)
+            outputs[name] = frames
+    for a, b in zip(outputs["low"], outputs["high"]):
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=0, atol=0)
+    # the untrained scores (~0.01) pass 0.0 but not 0.9: only the low threshold hands ids on
+    def inherited(frames: list[dict]) -> int:
+        return len(set(frames[2]["ids"][0].tolist()) & set(frames[1]["ids"][0].tolist()))
+    assert inherited(outputs["low"]) > 0 and inherited(outputs["high"]) == 0

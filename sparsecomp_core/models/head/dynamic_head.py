@@ -44,6 +44,10 @@ class DynamicHeadConfig:
     # (head/velocity_history.py, docs/model.md). Off: the regressed velocity only.
     velocity_from_history: bool = False
     velocity_history_gate_m: float = 4.0    # a past detection farther than this from where it was expected is no evidence
+    # Past detections that count as velocity evidence: kept queries that scored at
+    # least this. Separate from id_min_score because it shapes what the network
+    # learns from, while the id rule is post-processing and may change after training.
+    velocity_history_min_score: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0 < self.topk_query <= self.num_queries:
@@ -135,7 +139,8 @@ class DynamicHead(nn.Module):
                  embed_dims: int = 256, num_layers: int = 3, num_heads: int = 8, ffn_channels: int = 1024,
                  neck_channels: int = 512, random_sampling_probability: float = 0.5, num_top_when_random: int = 20,
                  max_time_gap_s: float = 2.0, id_gate_m: float = 2.0, id_min_score: float = 0.1,
-                 heatmap_queries: int = 0, velocity_from_history: bool = False, velocity_history_gate_m: float = 4.0):
+                 heatmap_queries: int = 0, velocity_from_history: bool = False, velocity_history_gate_m: float = 4.0,
+                 velocity_history_min_score: float = 0.1):
         super().__init__()
         self.grid = grid
         self.id_gate_m, self.id_min_score = id_gate_m, id_min_score
@@ -156,7 +161,7 @@ class DynamicHead(nn.Module):
         self.velocity_fusion = None
         if velocity_from_history:
             self.velocity_fusion = nn.ModuleList(HistoryVelocityFusion(embed_dims, self.history_frames, velocity_history_gate_m,
-                                                                       id_min_score) for _ in range(num_layers))
+                                                                       velocity_history_min_score) for _ in range(num_layers))
         cells = torch.cat([grid.normalise(torch.cat([grid.cell_centres(), torch.zeros(grid.height * grid.width, 1)], 1))[:, :2],
                            torch.full((grid.height * grid.width, 1), 0.5)], dim=1)
         self.register_buffer("bev_cells", cells, persistent=False)                     # [HW, 3] normalised
@@ -263,4 +268,5 @@ def build_dynamic_head(cfg: DynamicHeadConfig, grid: BEVGrid) -> DynamicHead:
     return DynamicHead(grid, cfg.num_queries, cfg.topk_query, cfg.queue_length, cfg.embed_dims, cfg.num_layers,
                        cfg.num_heads, cfg.ffn_channels, cfg.neck_channels, cfg.random_sampling_probability,
                        cfg.num_top_when_random, cfg.max_time_gap_s, cfg.id_gate_m, cfg.id_min_score,
-                       cfg.heatmap_queries, cfg.velocity_from_history, cfg.velocity_history_gate_m)
+                       cfg.heatmap_queries, cfg.velocity_from_history, cfg.velocity_history_gate_m,
+                       cfg.velocity_history_min_score)

@@ -89,7 +89,7 @@ class HistoryVelocityFusion(nn.Module):
     matched history hypotheses (weights: softmax of an MLP on the query and
     the hypotheses' features, unmatched ones excluded); vz the own one. With
     no history, or nothing matched, the own velocity unchanged. ``min_score``:
-    see ``history_hypotheses`` (the head passes its id threshold)."""
+    see ``history_hypotheses`` (the head passes ``velocity_history_min_score``)."""
 
     def __init__(self, channels: int, history_frames: int, gate_m: float = 4.0, min_score: float = 0.1):
         super().__init__()
