@@ -104,6 +104,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_lidar_fallback(fallback: str, reference: str, cameras: list[str]) -> str | None:
+    """The camera that builds frames while the reference LiDAR is silent; None: none (or the
+    reference is a camera already)."""
+    if reference != "lidar" or fallback.lower() == "none":
+        return None
+    if fallback.lower() == "auto":
+        return cameras[0]
+    by_lower = {name.lower(): name for name in cameras}
+    if fallback.lower() not in by_lower:
+        raise ParameterError("sync.lidar_fallback", f"{fallback!r} is neither 'auto', 'none' nor a camera of the rig "
+                                                    f"{cameras}")
+    return by_lower[fallback.lower()]
+
+
 def resolve_reference(reference: str, cameras: list[str]) -> str:
     """'lidar' or a rig camera, in any case -> 'lidar' or the camera's rig name."""
     if reference.lower() == "lidar":
@@ -144,6 +158,10 @@ class PerceptionNode(Node):
                 description="the cameras this vehicle has, in model order; unset = the checkpoint's rig. "
                             "A checkpoint trained for other cameras is refused.")).value
         reference = param("sync.reference", "lidar", "'lidar' or a camera name (any case): whose arrival builds a frame")
+        lidar_fallback = param("sync.lidar_fallback", "auto",
+                               "with sync.reference lidar: the camera whose images build frames while the LiDAR has "
+                               "been silent longer than health.timeout_s (camera name, any case; 'auto' = the rig's "
+                               "first camera; 'none' = no frames without the LiDAR)")
         slop_s = param("sync.slop_s", 0.06, "largest |image stamp - reference stamp| used for a frame, s")
         self.sync_wait_s = param("sync.wait_s", 0.05, "longest wait for cameras that fire just after the reference, s")
         cache_size = param("sync.cache_size", 10, "images kept per camera (message_filters.Cache size)")
@@ -212,6 +230,7 @@ class PerceptionNode(Node):
         self.rig = self.model_config.load_rig()
         self.cameras = self.rig.camera_names
         self.reference = resolve_reference(reference, self.cameras)
+        self.lidar_fallback = resolve_lidar_fallback(lidar_fallback, self.reference, self.cameras)
         self.model.postprocess_cfg.score_threshold = self.score_threshold
         self.model.postprocess_cfg.max_objects = self.max_objects
         # What runs a frame: the eager model, or the fixed-shape runner with the same call shape.
@@ -245,6 +264,9 @@ class PerceptionNode(Node):
         self.tf_outcomes: Counter = Counter()
         self.frames_out = 0
         self.references_received = 0      # reference messages that asked for a frame
+        self.fallback_references = 0      # of which images of sync.lidar_fallback while the LiDAR was silent
+        self._fallback_watch: tuple[float, float] | None = None   # fallback camera's (first, newest) stamp, s
+        self._fallback_offered_ns: int | None = None
         self.last_reference_ns: int | None = None          # the worker's own: the assembler resets on time jumps
         self.camera_infos: dict[str, CameraInfo] = {}
         self.path: PathMsg | None = None
@@ -301,6 +323,10 @@ class PerceptionNode(Node):
             self.assembler.add_image(camera, stamp_ns, (rgb, verdict))
             if self.reference == camera:
                 self._offer(stamp_ns)
+            elif self.lidar_fallback == camera and self._lidar_silent(ns_to_s(stamp_ns)):
+                self.fallback_references += 1
+                self._fallback_offered_ns = stamp_ns
+                self._offer(stamp_ns)
             if self.mailbox.pending is not None:          # only a worker waiting for cameras cares
                 self._arrived.notify_all()
 
@@ -319,8 +345,8 @@ class PerceptionNode(Node):
                 self.lidar_health.observe(ns_to_s(stamp_ns), cloud)
         with self._arrived:
             self.clouds.append(CloudEntry(stamp_ns, msg.header.frame_id or self.ego_frame, cloud))
-            if self.reference == "lidar":
-                self._offer(stamp_ns)
+            if self.reference == "lidar" and stamp_ns != self._fallback_offered_ns:
+                self._offer(stamp_ns)   # (a frame at this stamp was built from the fallback camera already)
             self._arrived.notify_all()
 
     def _offer(self, stamp_ns: int) -> None:
@@ -330,6 +356,21 @@ class PerceptionNode(Node):
         self.load.reference_offered(now)
         if self.mailbox.offer(FrameRequest(stamp_ns, now)) is not None:
             self.load.frame_skipped()
+
+    def _lidar_silent(self, t: float) -> bool:
+        """Under _lock: no sweep stamped within health.timeout_s before ``t`` (s, an image of the
+        fallback camera), in this recording (stamps that jump back start a new one)."""
+        timeout = self.lidar_health.thresholds.timeout_s
+        if self._fallback_watch is None or t < self._fallback_watch[1] - max(1.0, timeout):
+            self._fallback_watch = (t, t)                   # the first image, or a looped bag: watch afresh
+        first, newest = self._fallback_watch
+        self._fallback_watch = (first, max(t, newest))
+        last = self.lidar_health.last_stamp
+        if last is not None and t - timeout <= last <= t + max(1.0, timeout):
+            return False                                    # a recent sweep (or one just ahead)
+        if last is not None and last < t:
+            return True                                     # the newest sweep is older than the timeout
+        return t - first > timeout                          # none in this recording for longer than the timeout
 
     def _drop(self, reason: str) -> None:
         """Under _lock: count a dropped message (total, and recent for the node's level)."""
@@ -474,12 +515,14 @@ class PerceptionNode(Node):
     def previous_sweeps(self, reference_ns: int, sweeps_wanted: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """Up to ``sweeps_wanted`` sweeps before the reference, newest first, as ``merge_sweeps`` takes
         them: (points in that sweep's ego frame, its ego pose from tf, stamp in us). Only sweeps
-        of the current recording (the buffer holds nothing newer than the reference after a
-        time jump: those are skipped) and with a pose in tf."""
+        at most health.timeout_s old (older ones are stale: the LiDAR went silent), of the current
+        recording (the buffer holds nothing newer than the reference after a time jump: those are
+        skipped) and with a pose in tf."""
         if sweeps_wanted <= 0:
             return []
-        with self._lock:
-            older = sorted((entry for entry in self.clouds if entry.stamp_ns < reference_ns),
+        oldest_ns = reference_ns - int(self.lidar_health.thresholds.timeout_s * 1e9)
+        with self._lock:      # a sweep older than the LiDAR timeout is stale (the LiDAR went silent)
+            older = sorted((entry for entry in self.clouds if oldest_ns <= entry.stamp_ns < reference_ns),
                            key=lambda entry: entry.stamp_ns, reverse=True)[:sweeps_wanted]
         sweeps = []
         for entry in older:
@@ -616,6 +659,7 @@ class PerceptionNode(Node):
         level = self.node_level()
         drops, recent = self.dropped, len(self._recent_drops)
         values = [KeyValue(key="references received", value=str(self.references_received)),
+                  KeyValue(key="of which from the fallback camera (LiDAR silent)", value=str(self.fallback_references)),
                   KeyValue(key="frames_out", value=str(self.frames_out)),
                   KeyValue(key="skipped: model busy", value=str(self.mailbox.skipped))]
         values += [KeyValue(key=f"dropped: {reason}", value=str(count)) for reason, count in sorted(drops.items())]

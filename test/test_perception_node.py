@@ -74,15 +74,19 @@ def node(make_node):
 
 
 def feed_frame(node, t_ns: int, skip=(), black=(), points=None, wait=True, image_offsets_ns=None):
+    """Images of every camera, then a sweep (random unless ``points``; ``points=False``: none, and
+    the LiDAR-fallback camera's image comes last, as the one that builds the frame)."""
     rng = np.random.default_rng(t_ns // MS)
-    for name in node.cameras:
+    order = node.cameras if points is not False else sorted(node.cameras, key=lambda n: n == node.lidar_fallback)
+    for name in order:
         if name in skip:
             continue
         rgb = np.zeros((64, 128, 3), np.uint8) if name in black else rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
         stamp = t_ns + (image_offsets_ns or {}).get(name, 0)
         node.on_image(name, rgb_to_image(rgb, Header(stamp=stamp_of(stamp), frame_id=name.lower())))
     cloud = rng.normal(0, 15, (2000, 4)).astype(np.float32) if points is None else points
-    node.on_points(array_to_cloud(cloud, Header(stamp=stamp_of(t_ns), frame_id="base_link")))
+    if points is not False:
+        node.on_points(array_to_cloud(cloud, Header(stamp=stamp_of(t_ns), frame_id="base_link")))
     if wait:
         assert node.wait_until_idle(120.0), "the inference worker did not finish the frame"
 
@@ -200,6 +204,42 @@ def test_a_lidar_sending_empty_or_nan_clouds_is_reported_and_objects_keep_coming
     assert not any(c.failed for c in node.published["health"][-1].cameras)
 
 
+def test_a_silent_lidar_hands_the_frames_to_a_camera_and_takes_them_back(make_node, tmp_path):
+    """The LiDAR (the sync reference) stops: once it has been silent longer than
+    health.timeout_s (0.5 s), the first camera's images build the frames, camera only (no
+    stale sweeps merged), with the LiDAR failed in /diagnostics; when sweeps come back they
+    build the frames again."""
+    cfg = micro_config(lidar={"enable": True, "sweeps": 3})
+    path = tmp_path / "micro_sweeps.pt"
+    torch.save({"model": build_detector(cfg).state_dict(), "model_config": to_dict(cfg)}, path)
+    node = make_node(**{"model.checkpoint": str(path), "health.timeout_s": 0.45})
+    assert node.lidar_fallback == node.cameras[0]
+    captured = []
+    real_infer = node.model.infer
+
+    def capture(inputs, state):
+        captured.append(len(inputs.lidar_points[0]))
+        return real_infer(inputs, state)
+
+    node.model.infer = capture
+    for step in range(22):
+        t = 1_000 * MS + step * 100 * MS
+        add_pose(node, t)
+        feed_frame(node, t, points=False if 5 <= step < 15 else None)
+    # Frames: steps 0-4 from the LiDAR; silent longer than 0.45 s from step 9 (the last sweep was
+    # at step 4): 9-15 from the camera (at 15 its image comes before the returning sweep, which
+    # then builds no second frame at the same stamp); 16-21 from the LiDAR again.
+    assert node.fallback_references == 7 and node.references_received == 18
+    assert len(node.published["objects"]) == 18 and not any(node.dropped.values())
+    assert captured[:5] == [2000, 4000, 6000, 6000, 6000]            # up to 3 sweeps of 2000 points
+    assert captured[5:11] == [0] * 6                                  # camera only: stale sweeps left out
+    assert captured[11] in (0, 2000)                                  # step 15's sweep, if it came in time
+    assert captured[12:] == [4000] + [6000] * 5                       # back; the sweeps of steps 3-4 are stale
+    lidar = statuses_named(node.published["diagnostics"], "lidar")
+    assert any(s.level == s.ERROR for s in lidar) and lidar[-1].level == lidar[-1].OK      # failed, recovered
+    assert not any(c.failed for c in node.published["health"][10].cameras)
+
+
 def test_tf_a_little_late_is_waited_for_and_missing_tf_resets_the_temporal_state(make_node):
     node = make_node(**{"tf.wait_s": 5.0})
     add_pose(node, 900 * MS)
@@ -291,6 +331,7 @@ def test_an_overloaded_node_flags_no_healthy_camera_skips_old_frames_and_says_so
     ("model.precision", "fp64", "model.precision"),
     ("model.device", "gpu", "model.device"),
     ("sync.reference", "radar", "sync.reference"),
+    ("sync.lidar_fallback", "CAM_BACK", "sync.lidar_fallback"),
     ("output.score_threshold", 1.5, "output.score_threshold"),
     ("health.fail_after", 0, "health.fail_after"),
     ("sync.slop_s", 0.0, "sync.slop_s"),
