@@ -11,7 +11,8 @@
 #                   the shipped model first (the commands are printed at the end)
 # Resumable: rerun the same command after an interruption and every step
 # continues where it stopped (data generation is skipped once its tables exist;
-# training resumes from checkpoints/<model>_stage{1,2}/last.pt). About 3 h on 2
+# training resumes from checkpoints/<model>_stage{1,2}/last.pt; a stage whose model.pt
+# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3 h on 2
 # otherwise idle CPU cores for tiny (1.3-1.4 s per step); on a machine busy with
 # other work, OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
@@ -41,8 +42,13 @@ generate() {  # <version> <seed> <scenes> <frames>
 generate v1.0-synthetic-train 1 12 100
 generate v1.0-synthetic-val 2 3 60        # held out: other seeds, never trained on
 
-python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage1.yaml" --resume "${DEVICE_ARGS[@]}"
-python -m sparsecomp_core.training.train --config "config/train/${MODEL}_stage2.yaml" --resume "${DEVICE_ARGS[@]}"
+stage() {  # <stage>: a stage whose model.pt exists is done (training writes it only at the end)
+  if [[ ! -f "checkpoints/${MODEL}_$1/model.pt" ]]; then
+    python -m sparsecomp_core.training.train --config "config/train/${MODEL}_$1.yaml" --resume "${DEVICE_ARGS[@]}"
+  fi
+}
+stage stage1
+stage stage2
 
 RESULT="checkpoints/${MODEL}_default.pt"
 python - "checkpoints/${MODEL}_stage2/model.pt" "$RESULT" <<'PY'
