@@ -22,7 +22,7 @@ from sparsecomp_core.models.head.postprocess import postprocess
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import REPO_ROOT  # noqa: E402
-from test_deploy import BOX_TOLERANCE, IMAGE_SIZE, LOGIT_TOLERANCE, assert_same_detections  # noqa: E402
+from test_deploy import IMAGE_SIZE, assert_outputs_close, assert_same_detections  # noqa: E402
 
 TINY = REPO_ROOT / "models" / "tiny_default.pt"
 
@@ -74,8 +74,7 @@ def test_onnxruntime_steps_the_graph_like_the_eager_model(exported):
         outputs, started = runner.step(inputs, onnx_state)
         detections, onnx_state = runner.encoder.finish(outputs, started, inputs, runner.state_names,
                                                        model.postprocess_cfg)
-        torch.testing.assert_close(outputs["boxes"], eager["boxes"][-1], atol=BOX_TOLERANCE, rtol=0)
-        torch.testing.assert_close(outputs["cls_logits"], eager["cls_logits"][-1], atol=LOGIT_TOLERANCE, rtol=0)
+        assert_outputs_close(outputs, eager)
         assert_same_detections(postprocess(eager, model.postprocess_cfg), detections)
         masks.add(tuple(inputs.cam_mask[0].tolist()))
     assert len(masks) >= 5

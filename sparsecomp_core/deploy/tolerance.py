@@ -1,0 +1,66 @@
+"""How closely the fixed-shape and exported paths must follow the eager model.
+
+Float32 rounding differs between the paths (other kernels; completion batched
+over every camera; closed-form inverses), about 2e-5 on positions and logits
+(docs/deployment.md). Two box columns amplify it by construction, so they get
+their own limit:
+- yaw is atan2 of the regressed (sin, cos), which is not unit length: an error
+  e in each becomes about e / |(sin, cos)| in the angle;
+- with ``head.velocity_from_history`` the velocity weighs displacements of past
+  detections over their time difference (0.1 s at 10 Hz): 1e-4 m becomes 1e-3 m/s.
+Queries are compared one to one after matching (``align_queries``): two kept
+queries whose scores differ by less than the rounding can take each other's
+slot in the next frame (the top-k order), which permutes the outputs without
+changing them. Detections and ids are compared as they are.
+"""
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+OUTPUTS = ("boxes", "cls_logits", "occlusion_logits")
+
+# Columns of a box [x, y, z, w, l, h, yaw, vx, vy, vz] (models/head/boxes.py).
+BOX_COLUMNS = {"box_position_size": slice(0, 6), "box_yaw": slice(6, 7), "box_velocity": slice(7, 10)}
+# Largest allowed |difference|: metres, radians, m/s; logits unitless.
+TOLERANCE = {"box_position_size": 1e-4, "box_yaw": 1e-3, "box_velocity": 1e-3,
+             "cls_logits": 1e-4, "occlusion_logits": 1e-4}
+
+
+def align_queries(outputs: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``outputs``' queries reordered to match ``expected``'s one to one (Hungarian matching on the
+    largest difference of every output). Both hold ``boxes`` [B, Q, 10], ``cls_logits`` [B, Q, 8]
+    and ``occlusion_logits`` [B, Q, 4]; returns the same keys, [B, Q, ...] in ``expected``'s order."""
+    flat_out = torch.cat([outputs[name].detach().float() for name in OUTPUTS], -1)
+    flat_expected = torch.cat([expected[name].detach().float() for name in OUTPUTS], -1)
+    order = []
+    for sample_out, sample_expected in zip(flat_out, flat_expected):
+        cost = (sample_expected[:, None] - sample_out[None]).abs().amax(-1)            # [Q expected, Q out]
+        rows, cols = linear_sum_assignment(cost.numpy())
+        order.append(torch.as_tensor(cols[rows.argsort()]))
+    index = torch.stack(order).to(outputs["boxes"].device)                              # [B, Q]
+    return {name: outputs[name].gather(1, index[..., None].expand(-1, -1, outputs[name].shape[-1]))
+            for name in OUTPUTS}
+
+
+def largest_differences(outputs: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, float]:
+    """Largest |outputs - expected| per TOLERANCE key, over every query, after ``align_queries``.
+    Both hold ``boxes`` [B, Q, 10], ``cls_logits`` [B, Q, 8] and ``occlusion_logits`` [B, Q, 4]."""
+    outputs = align_queries(outputs, expected)
+    worst = {name: (outputs["boxes"][..., columns] - expected["boxes"][..., columns]).abs().max().item()
+             for name, columns in BOX_COLUMNS.items()}
+    for name in ("cls_logits", "occlusion_logits"):
+        worst[name] = (outputs[name] - expected[name]).abs().max().item()
+    return worst
+
+
+def within_tolerance(worst: dict[str, float]) -> bool:
+    return all(worst[name] <= TOLERANCE[name] for name in TOLERANCE)
+
+
+def assert_boxes_close(actual: Tensor, expected: Tensor) -> None:
+    """Boxes [..., 10] within TOLERANCE column group by column group (AssertionError names the group)."""
+    for name, columns in BOX_COLUMNS.items():
+        difference = (actual[..., columns] - expected[..., columns]).abs().max().item() if actual.numel() else 0.0
+        assert difference <= TOLERANCE[name], f"{name}: largest difference {difference:.3g} > {TOLERANCE[name]:g}"
