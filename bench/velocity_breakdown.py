@@ -6,7 +6,12 @@ the nearest car detection scoring >= 0.3 within 2 m, and reports the
 correlation of true and predicted speed, the median velocity error, and both
 per true-speed band. For a model with ``head.velocity_from_history`` it also
 runs the head's own regressed velocity alone (the history fusion switched off),
-so the two sources can be compared on the same frames.
+so the two sources can be compared on the same frames. And the ceiling of
+finite differences: the displacement of a car's matched detections k frames
+apart (in the global frame, so ego motion is out) over their time difference,
+against its true velocity, for several k: how long a baseline velocity from
+positions needs at this model's localisation error (the same with the true
+centres checks the arithmetic: ~0).
 
     python bench/velocity_breakdown.py --checkpoint M [--data-root data/synthetic]
         [--version v1.0-synthetic-val] [--max-frames 60] [--name velocity_breakdown]
@@ -31,6 +36,53 @@ from sparsecomp_core.models.detector import load_detector  # noqa: E402
 
 CAR = 0
 SPEED_BANDS = ((0.0, 0.5), (0.5, 5.0), (5.0, 40.0))
+BASELINES = (1, 2, 3, 5, 8)      # frames apart
+
+
+def nearest_car(gt, detections: list, score_threshold: float, gate_m: float):
+    """The car detection scoring >= score_threshold nearest to a ground-truth box within the gate, or None."""
+    candidates = [p for p in detections if p.label == CAR and p.score >= score_threshold]
+    if not candidates:
+        return None
+    distances = [np.linalg.norm(p.box[:2] - gt.box[:2]) for p in candidates]
+    nearest = int(np.argmin(distances))
+    return candidates[nearest] if distances[nearest] < gate_m else None
+
+
+def finite_difference_errors(run, score_threshold: float = 0.3, gate_m: float = 2.0) -> dict:
+    """Per baseline k (frames): median |(p_t - p_{t-k}) / dt - v_true| over ground-truth cars
+    with a known velocity matched in both frames, p the matched detection's centre (and, as
+    a check, the true centre) in the global frame; v_true at t, rotated into the global frame."""
+    errors = {k: {"detections": [], "ground_truth": []} for k in BASELINES}
+    for sequence, frames in run.sequences.items():
+        poses, stamps = run.ego_poses[sequence], run.timestamps[sequence]
+
+        def to_global(centre: np.ndarray, t: int) -> np.ndarray:
+            return poses[t][:2, :2] @ centre[:2] + poses[t][:2, 3]
+
+        for t, (gts, preds) in enumerate(frames):
+            for gt in gts:
+                if gt.label != CAR or not np.isfinite(gt.box[7:9]).all():
+                    continue
+                now = nearest_car(gt, preds, score_threshold, gate_m)
+                true_velocity = poses[t][:2, :2] @ gt.box[7:9]
+                for k in BASELINES:
+                    if t - k < 0:
+                        continue
+                    past_gt = next((g for g in frames[t - k][0] if g.track_id == gt.track_id), None)
+                    if past_gt is None:
+                        continue
+                    dt = (stamps[t] - stamps[t - k]) * 1e-6
+                    moved = (to_global(gt.box, t) - to_global(past_gt.box, t - k)) / dt
+                    errors[k]["ground_truth"].append(np.linalg.norm(moved - true_velocity))
+                    past = nearest_car(past_gt, frames[t - k][1], score_threshold, gate_m)
+                    if now is not None and past is not None:
+                        moved = (to_global(now.box, t) - to_global(past.box, t - k)) / dt
+                        errors[k]["detections"].append(np.linalg.norm(moved - true_velocity))
+    return {f"{k} frames": {"pairs": len(e["detections"]),
+                            "median_error_detections": float(np.median(e["detections"])) if e["detections"] else None,
+                            "median_error_true_centres": float(np.median(e["ground_truth"])) if e["ground_truth"] else None}
+            for k, e in errors.items()}
 
 
 def matched_velocities(run, score_threshold: float = 0.3, gate_m: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +144,12 @@ def main() -> None:
         finally:
             model.head.velocity_fusion = fusion
         r = results[source] = summary(*matched_velocities(run))
+        if source == "as trained":
+            results["finite differences of matched detections"] = ceiling = finite_difference_errors(run)
+            for baseline, values in ceiling.items():
+                print(f"finite difference over {baseline}: {values['pairs']} pairs, median error "
+                      f"{values['median_error_detections']:.2f} m/s (true centres: {values['median_error_true_centres']:.3f})",
+                      flush=True)
         print(f"{source}: {r['matched_car_frames']} matched car frames, speed correlation {r['speed_correlation']:.2f}, "
               f"median error {r['median_error']:.2f} m/s (true speed median {r['median_true_speed']:.2f}, "
               f"predicted {r['median_predicted_speed']:.2f})", flush=True)
