@@ -7,7 +7,7 @@ be replayed under other rules in seconds, with exactly the ids the model would
 give. The replay of the model's own rule must reproduce the model's ids (checked).
 
     python bench/track_id_replay.py --checkpoint models/tiny_default.pt --data-root data/synthetic \
-        --version v1.0-synthetic-val [--recording outputs/track_id_recording.pt]
+        --version v1.0-synthetic-val [--recording outputs/track_id_recording.pt] [--name track_id_replay]
 
 Rules: ``take`` (outputs at or above it inherit an id), ``hand_on`` (kept queries at
 or above it can pass theirs on; none: every kept query, the rule before issue 14's
@@ -44,6 +44,9 @@ RULES = [  # name, take, hand_on, gate (m)
     ("ids from 0.2", 0.2, 0.2, 2.0),
     ("ids from the node's threshold 0.3", 0.3, 0.3, 2.0),
     ("ids from 0.3, gate 3 m", 0.3, 0.3, 3.0),
+    ("ids from 0.3, gate 4 m", 0.3, 0.3, 4.0),
+    ("ids from 0.25, gate 3 m", 0.25, 0.25, 3.0),
+    ("take from 0.2, hand on from 0.3, gate 3 m", 0.2, 0.3, 3.0),
 ]
 
 
@@ -135,6 +138,7 @@ def main() -> None:
     parser.add_argument("--version", default="v1.0-synthetic-val")
     parser.add_argument("--recording", default="outputs/track_id_recording.pt",
                         help="the recorded model run (written when absent, reused when present)")
+    parser.add_argument("--name", default="track_id_replay", help="result file bench/results/<name>-<cpu|gpu>.json")
     args = parser.parse_args()
     path = Path(args.recording)
     if path.exists():
@@ -158,7 +162,7 @@ def main() -> None:
     for row in rows:
         print(f"| {row['rule']} | " + " | ".join(f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k])
                                                  for k in keys) + " |")
-    write_result("track_id_replay", {"checkpoint": Path(args.checkpoint).name, "data": f"{args.data_root}/{args.version}",
+    write_result(args.name, {"checkpoint": Path(args.checkpoint).name, "data": f"{args.data_root}/{args.version}",
                                      "rules": rows})
 
 
