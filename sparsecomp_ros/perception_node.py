@@ -358,19 +358,19 @@ class PerceptionNode(Node):
             self.load.frame_skipped()
 
     def _lidar_silent(self, t: float) -> bool:
-        """Under _lock: no sweep stamped within health.timeout_s before ``t`` (s, an image of the
-        fallback camera), in this recording (stamps that jump back start a new one)."""
+        """Under _lock, for an image of the fallback camera stamped ``t`` (s): the camera kept
+        delivering while the LiDAR did not, i.e. its previous image is stamped more than
+        health.timeout_s after the newest sweep of this recording (after its first image, if no
+        sweep came). A gap in every stream (a paused bag) is no LiDAR fault: the previous image
+        lies before it. Stamps that jump back (a looped bag) start a new recording."""
         timeout = self.lidar_health.thresholds.timeout_s
         if self._fallback_watch is None or t < self._fallback_watch[1] - max(1.0, timeout):
             self._fallback_watch = (t, t)                   # the first image, or a looped bag: watch afresh
-        first, newest = self._fallback_watch
-        self._fallback_watch = (first, max(t, newest))
+        first, previous = self._fallback_watch
+        self._fallback_watch = (first, max(t, previous))
         last = self.lidar_health.last_stamp
-        if last is not None and t - timeout <= last <= t + max(1.0, timeout):
-            return False                                    # a recent sweep (or one just ahead)
-        if last is not None and last < t:
-            return True                                     # the newest sweep is older than the timeout
-        return t - first > timeout                          # none in this recording for longer than the timeout
+        heard = last is not None and last <= t + max(1.0, timeout)     # (a sweep far ahead: an old recording)
+        return previous - (last if heard else first) > timeout
 
     def _drop(self, reason: str) -> None:
         """Under _lock: count a dropped message (total, and recent for the node's level)."""

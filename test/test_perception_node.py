@@ -226,18 +226,30 @@ def test_a_silent_lidar_hands_the_frames_to_a_camera_and_takes_them_back(make_no
         t = 1_000 * MS + step * 100 * MS
         add_pose(node, t)
         feed_frame(node, t, points=False if 5 <= step < 15 else None)
-    # Frames: steps 0-4 from the LiDAR; silent longer than 0.45 s from step 9 (the last sweep was
-    # at step 4): 9-15 from the camera (at 15 its image comes before the returning sweep, which
-    # then builds no second frame at the same stamp); 16-21 from the LiDAR again.
-    assert node.fallback_references == 7 and node.references_received == 18
-    assert len(node.published["objects"]) == 18 and not any(node.dropped.values())
+    # Frames: steps 0-4 from the LiDAR (the last sweep at 1.4 s); the camera's previous image is
+    # more than 0.45 s newer than that sweep from step 10 on: 10-15 from the camera (at 15 its
+    # image comes before the returning sweep, which then builds no second frame at the same
+    # stamp); 16-21 from the LiDAR again.
+    assert node.fallback_references == 6 and node.references_received == 17
+    assert len(node.published["objects"]) == 17 and not any(node.dropped.values())
     assert captured[:5] == [2000, 4000, 6000, 6000, 6000]            # up to 3 sweeps of 2000 points
-    assert captured[5:11] == [0] * 6                                  # camera only: stale sweeps left out
-    assert captured[11] in (0, 2000)                                  # step 15's sweep, if it came in time
-    assert captured[12:] == [4000] + [6000] * 5                       # back; the sweeps of steps 3-4 are stale
+    assert captured[5:10] == [0] * 5                                  # camera only: stale sweeps left out
+    assert captured[10] in (0, 2000)                                  # step 15's sweep, if it came in time
+    assert captured[11:] == [4000] + [6000] * 5                       # back; the sweeps of steps 3-4 are stale
     lidar = statuses_named(node.published["diagnostics"], "lidar")
     assert any(s.level == s.ERROR for s in lidar) and lidar[-1].level == lidar[-1].OK      # failed, recovered
-    assert not any(c.failed for c in node.published["health"][10].cameras)
+    assert not any(c.failed for c in node.published["health"][8].cameras)
+
+
+def test_a_pause_in_every_stream_is_no_lidar_fault(make_node):
+    """A bag paused and resumed (every sensor 3 s later), or stamps that jump back: the sweep
+    builds the frame, as before; the camera takes over only when it kept delivering alone."""
+    node = make_node()
+    for t in (1_000 * MS, 1_100 * MS, 4_100 * MS, 4_200 * MS, 2_000 * MS, 2_100 * MS):
+        add_pose(node, t)
+        feed_frame(node, t)
+    assert node.fallback_references == 0 and node.references_received == 6
+    assert len(node.published["objects"]) == 6
 
 
 def test_tf_a_little_late_is_waited_for_and_missing_tf_resets_the_temporal_state(make_node):
