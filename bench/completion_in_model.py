@@ -40,8 +40,7 @@ def measure(checkpoint: str, data_root: str, version: str, frames_per_scene: int
     dataset = SequenceDataset(data_root, version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
     generator = torch.Generator().manual_seed(seed)
     branch = model.camera_branch
-    error = zero = mean_fill = None
-    count = 0
+    errors, zeros, mean_fills = [], [], []     # per frame: [levels]
     with torch.no_grad():
         for scene in range(len(dataset.scenes)):
             state = branch.initial_state()
@@ -58,15 +57,11 @@ def measure(checkpoint: str, data_root: str, version: str, frames_per_scene: int
                 teacher = branch.backbone(model.normalise_images(inputs.teacher_images))
                 live = [s[~mask].float().mean(dim=(0, 2, 3))[None, :, None, None] for s in out["features"]]
                 levels = [(s[mask].float(), t[mask].float()) for s, t in zip(out["features"], teacher)]
-                frame_error = torch.stack([((s - t) ** 2).mean() for s, t in levels])
-                frame_zero = torch.stack([(t ** 2).mean() for _, t in levels])
-                frame_mean = torch.stack([((m - t) ** 2).mean() for m, (_, t) in zip(live, levels)])
-                error = frame_error if error is None else error + frame_error
-                zero = frame_zero if zero is None else zero + frame_zero
-                mean_fill = frame_mean if mean_fill is None else mean_fill + frame_mean
-                count += 1
-    error, zero, mean_fill = error / count, zero / count, mean_fill / count
-    return {"checkpoint": checkpoint, "frames": count, "failed_cameras": failed,
+                errors.append(torch.stack([((s - t) ** 2).mean() for s, t in levels]))
+                zeros.append(torch.stack([(t ** 2).mean() for _, t in levels]))
+                mean_fills.append(torch.stack([((m - t) ** 2).mean() for m, (_, t) in zip(live, levels)]))
+    error, zero, mean_fill = (torch.stack(values).mean(0) for values in (errors, zeros, mean_fills))
+    return {"checkpoint": checkpoint, "frames": len(errors), "failed_cameras": failed,
             "completed_mse": error.tolist(), "teacher_mean_square": zero.tolist(),
             "mean_fill_mse": mean_fill.tolist(), "ratio_to_zero_fill": (error / zero).tolist(),
             "ratio_to_mean_fill": (error / mean_fill).tolist(), "teacher_rms": zero.sqrt().tolist()}

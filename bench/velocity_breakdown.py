@@ -88,21 +88,16 @@ def finite_difference_errors(run, score_threshold: float = 0.3, gate_m: float = 
 def matched_velocities(run, score_threshold: float = 0.3, gate_m: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """(true [N, 2], predicted [N, 2]) velocities of ground-truth cars with a known velocity
     and their nearest car detection within the gate."""
-    detections: dict[str, list] = {}
-    for p in run.preds:
-        if p.label == CAR and p.score >= score_threshold:
-            detections.setdefault(p.sample, []).append(p)
     true, predicted = [], []
-    for sample, gts in run.gts.items():
-        for gt in gts:
-            candidates = detections.get(sample, [])
-            if gt.label != CAR or not np.isfinite(gt.box[7:9]).all() or not candidates:
-                continue
-            distances = [np.linalg.norm(p.box[:2] - gt.box[:2]) for p in candidates]
-            nearest = int(np.argmin(distances))
-            if distances[nearest] < gate_m:
-                true.append(gt.box[7:9])
-                predicted.append(candidates[nearest].box[7:9])
+    for frames in run.sequences.values():
+        for gts, preds in frames:
+            for gt in gts:
+                if gt.label != CAR or not np.isfinite(gt.box[7:9]).all():
+                    continue
+                match = nearest_car(gt, preds, score_threshold, gate_m)
+                if match is not None:
+                    true.append(gt.box[7:9])
+                    predicted.append(match.box[7:9])
     return np.array(true).reshape(-1, 2), np.array(predicted).reshape(-1, 2)
 
 

@@ -48,11 +48,16 @@ def largest_differences(outputs: dict[str, Tensor], expected: dict[str, Tensor])
     """Largest |outputs - expected| per TOLERANCE key, over every query, after ``align_queries``.
     Both hold ``boxes`` [B, Q, 10], ``cls_logits`` [B, Q, 8] and ``occlusion_logits`` [B, Q, 4]."""
     outputs = align_queries(outputs, expected)
-    worst = {name: (outputs["boxes"][..., columns] - expected["boxes"][..., columns]).abs().max().item()
-             for name, columns in BOX_COLUMNS.items()}
+    worst = box_differences(outputs["boxes"], expected["boxes"])
     for name in ("cls_logits", "occlusion_logits"):
         worst[name] = (outputs[name] - expected[name]).abs().max().item()
     return worst
+
+
+def box_differences(actual: Tensor, expected: Tensor) -> dict[str, float]:
+    """Largest |actual - expected| of boxes [..., 10] per BOX_COLUMNS group (0 without boxes)."""
+    return {name: (actual[..., columns] - expected[..., columns]).abs().max().item() if actual.numel() else 0.0
+            for name, columns in BOX_COLUMNS.items()}
 
 
 def within_tolerance(worst: dict[str, float]) -> bool:
@@ -61,6 +66,5 @@ def within_tolerance(worst: dict[str, float]) -> bool:
 
 def assert_boxes_close(actual: Tensor, expected: Tensor) -> None:
     """Boxes [..., 10] within TOLERANCE column group by column group (AssertionError names the group)."""
-    for name, columns in BOX_COLUMNS.items():
-        difference = (actual[..., columns] - expected[..., columns]).abs().max().item() if actual.numel() else 0.0
+    for name, difference in box_differences(actual, expected).items():
         assert difference <= TOLERANCE[name], f"{name}: largest difference {difference:.3g} > {TOLERANCE[name]:g}"
