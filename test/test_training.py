@@ -13,7 +13,7 @@ import yaml
 from sparsecomp_core.config import to_dict
 from sparsecomp_core.data.synthetic.generate import generate
 from sparsecomp_core.models.bev.lidar import LidarBranch
-from sparsecomp_core.training.train import TrainConfig, train
+from sparsecomp_core.training.train import TrainConfig, load_initial_weights, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_detector import micro_config  # noqa: E402
@@ -78,3 +78,22 @@ def test_lidar_dropout_trains_with_and_without_lidar_and_dropped_samples_get_no_
     kept = [cloud for clouds in seen for cloud in clouds if len(cloud)]
     assert all(cloud.shape[1] == 5 for cloud in kept)          # x, y, z, intensity, dt_s
     assert max(float(cloud[:, 4].max()) for cloud in kept) == pytest.approx(0.2)   # up to 2 sweeps back
+
+
+def test_init_skip_modules_keeps_only_the_named_modules_fresh():
+    """A stage-1 result of another head.queue_length starts stage 2: the skipped module keeps its fresh
+    weights (its shape differs), everything else is the checkpoint's; any other mismatch stays an error."""
+    def model(history_frames: int) -> torch.nn.Module:
+        return torch.nn.ModuleDict({"trunk": torch.nn.Linear(4, 4), "fusion": torch.nn.Linear(4, history_frames + 1)})
+    torch.manual_seed(0)
+    trained = model(3).state_dict()
+    torch.manual_seed(1)
+    longer = model(8)
+    fresh = {name: value.clone() for name, value in longer.state_dict().items()}
+    load_initial_weights(longer, trained, ["fusion"])
+    torch.testing.assert_close(longer.trunk.weight, trained["trunk.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(longer.fusion.weight, fresh["fusion.weight"], rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_initial_weights(model(8), trained, [])
+    with pytest.raises(ValueError, match="names no module"):
+        load_initial_weights(model(8), trained, ["fusio"])

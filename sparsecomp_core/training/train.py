@@ -56,6 +56,10 @@ class TrainConfig:
     lidar_dropout: float = 0.0
     amp: bool = True                          # CUDA only
     init_from: str | None = None              # weights to start from (e.g. the stage-1 result)
+    # Modules (name prefixes) that keep their fresh initialisation instead of init_from's weights,
+    # e.g. head.velocity_fusion, which stage 1 never trains (it has no history) and whose shape
+    # follows head.queue_length: a stage-1 result of another queue length can then start stage 2.
+    init_skip_modules: list[str] = field(default_factory=list)
     checkpoint_every: int = 250
     log_every: int = 10
     seed: int = 0
@@ -74,6 +78,18 @@ def cosine_lr(step: int, cfg: TrainConfig) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def load_initial_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], skip_modules: list[str]) -> None:
+    """Loads ``weights`` strictly, except parameters under ``skip_modules``, which keep their
+    fresh initialisation whatever the checkpoint holds for them (shape included)."""
+    def skipped(name: str) -> bool:
+        return any(name == prefix or name.startswith(prefix + ".") for prefix in skip_modules)
+    own = model.state_dict()
+    unknown = [prefix for prefix in skip_modules if not any(skipped(name) for name in own)]
+    if unknown:
+        raise ValueError(f"init_skip_modules names no module of this model: {unknown}")
+    kept = {name: value for name, value in weights.items() if not skipped(name)}
+    kept.update({name: value for name, value in own.items() if skipped(name)})
+    model.load_state_dict(kept)
 
 
 def distributed(device: str | None = None) -> tuple[int, int, torch.device]:
@@ -114,7 +130,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     model = build_detector(model_cfg).to(device)
     if cfg.init_from:
         state = read_checkpoint(cfg.init_from)
-        model.load_state_dict(state["model"] if "model" in state else state)
+        load_initial_weights(model, state["model"] if "model" in state else state, cfg.init_skip_modules)
     dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size, lidar_sweeps=model_cfg.lidar.sweeps,
                               split=cfg.data_split)
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
