@@ -13,6 +13,7 @@ import yaml
 from sparsecomp_core.config import to_dict
 from sparsecomp_core.data.synthetic.generate import generate
 from sparsecomp_core.models.bev.lidar import LidarBranch
+from sparsecomp_core.models.detector import SparseCompDetector
 from sparsecomp_core.training.train import TrainConfig, load_initial_weights, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,34 +51,55 @@ def test_stage2_streams_scenes_and_follows_the_freeze_schedule(tmp_path):
     assert [r["frozen"] for r in log] == [["fuser"]] * 3 + [[]]
 
 
-def test_lidar_dropout_trains_with_and_without_lidar_and_dropped_samples_get_no_points(tmp_path, monkeypatch):
+def test_sensor_dropout_trains_without_lidar_or_without_cameras_and_dropped_samples_get_no_input(tmp_path,
+                                                                                                 monkeypatch):
     """Stage 2 with every issue-14 option on (3 merged sweeps, velocity from history, completed cameras
-    in the BEV with the temporal level, LiDAR dropout): some streams run without LiDAR, and exactly
-    the samples logged as dropped reach the LiDAR branch without a single point."""
+    in the BEV with the temporal level, LiDAR and camera-stream dropout): some streams run without
+    LiDAR, some with every camera failed, and exactly the samples logged as dropped reach the LiDAR
+    branch without a single point, or the model with all their cameras masked and black."""
     generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=2, frames=5, image_size=(64, 128),
              lidar_beams=8, lidar_azimuths=128, progress=False)
     model_yaml = tmp_path / "micro_sweeps.yaml"
     model_yaml.write_text(yaml.safe_dump(to_dict(micro_config(
         lidar={"sweeps": 3}, head={"velocity_from_history": True},
         view_transform={"use_completed_cameras": True, "extra_levels": [2]}))))
-    seen: list[list[torch.Tensor]] = []
-    original = LidarBranch.forward
+    seen_clouds: list[list[torch.Tensor]] = []
+    seen_cameras: list[tuple[torch.Tensor, torch.Tensor]] = []
+    lidar_forward, detector_forward = LidarBranch.forward, SparseCompDetector.forward
 
-    def recording(self, points):
-        seen.append([p.detach().clone() for p in points])
-        return original(self, points)
-    monkeypatch.setattr(LidarBranch, "forward", recording)
+    def recording_lidar(self, points):
+        seen_clouds.append([p.detach().clone() for p in points])
+        return lidar_forward(self, points)
+
+    def recording_detector(self, inputs, state=None, targets=None):
+        seen_cameras.append((inputs.cam_mask.clone(), inputs.images.flatten(2).abs().amax(2)))
+        return detector_forward(self, inputs, state, targets)
+    monkeypatch.setattr(LidarBranch, "forward", recording_lidar)
+    monkeypatch.setattr(SparseCompDetector, "forward", recording_detector)
     cfg = config(tmp_path, "dropout", 10, stage="stage2")
-    cfg.model, cfg.lidar_dropout = str(model_yaml), 0.5
+    cfg.model, cfg.lidar_dropout, cfg.camera_stream_dropout = str(model_yaml), 0.4, 0.4
     train(cfg)
     log = [json.loads(line) for line in (tmp_path / "dropout" / "train_log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in log)
-    dropped = [r["lidar_dropped"] for r in log]
-    assert 0 < sum(dropped) < 2 * len(log)                    # with and without LiDAR in one training
-    assert [sum(len(cloud) == 0 for cloud in clouds) for clouds in seen] == dropped
-    kept = [cloud for clouds in seen for cloud in clouds if len(cloud)]
+    no_lidar, no_cameras = [r["lidar_dropped"] for r in log], [r["cameras_dropped"] for r in log]
+    assert 0 < sum(no_lidar) < 2 * len(log) and 0 < sum(no_cameras) < 2 * len(log)   # each, and also kept
+    assert [sum(len(cloud) == 0 for cloud in clouds) for clouds in seen_clouds] == no_lidar
+    # Camera dropout fails at most 2 of the 7 cameras: all 7 failed and black is the stream dropout.
+    assert [int((mask.all(1) & (peak == 0).all(1)).sum()) for mask, peak in seen_cameras] == no_cameras
+    kept = [cloud for clouds in seen_clouds for cloud in clouds if len(cloud)]
     assert all(cloud.shape[1] == 5 for cloud in kept)          # x, y, z, intensity, dt_s
     assert max(float(cloud[:, 4].max()) for cloud in kept) == pytest.approx(0.2)   # up to 2 sweeps back
+
+
+def test_camera_stream_dropout_needs_a_lidar_and_the_two_probabilities_sum_to_at_most_1(tmp_path):
+    camera_only = tmp_path / "micro_camera.yaml"
+    camera_only.write_text(yaml.safe_dump(to_dict(micro_config(lidar={"enable": False}))))
+    cfg = config(tmp_path, "camera_only", 1)
+    cfg.model, cfg.camera_stream_dropout = str(camera_only), 0.2
+    with pytest.raises(ValueError, match="has no LiDAR"):
+        train(cfg)
+    with pytest.raises(ValueError, match="at most one modality"):
+        TrainConfig(lidar_dropout=0.7, camera_stream_dropout=0.4)
 
 
 def test_init_skip_modules_keeps_only_the_named_modules_fresh():

@@ -53,6 +53,7 @@ class Condition:
     name: str
     crash: list[str] = field(default_factory=list)   # cameras black for the whole sequence
     frame_lost_probability: float = 0.0
+    lost_per_frame: int = 0                          # exactly this many cameras, drawn anew each frame, dropped
     dead: list[str] = field(default_factory=list)    # cameras that stop delivering halfway
     dead_from: float = 0.5
 
@@ -93,8 +94,11 @@ def check_rig_matches_data(dataset: SequenceDataset, model_label: str = "the mod
 
 def apply_condition(frame: Frame, condition: Condition, camera_names: list[str], index: int, length: int,
                     rng: np.random.Generator) -> Frame:
+    drawn = np.array([rng.random() < condition.frame_lost_probability for _ in camera_names])
+    if condition.lost_per_frame:        # (drawn after the per-camera draws: other conditions' streams are unchanged)
+        drawn[rng.choice(len(camera_names), size=min(condition.lost_per_frame, len(camera_names)), replace=False)] = True
     for cam, name in enumerate(camera_names):
-        lost = rng.random() < condition.frame_lost_probability
+        lost = bool(drawn[cam])
         dead = name in condition.dead and index >= condition.dead_from * length
         if lost or dead:
             frame.images[cam] = 0

@@ -27,7 +27,7 @@ from .. import jsonio
 from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import SequenceDataset, StreamSampler, collate
-from ..lidar_dropout import LidarDropout
+from ..sensor_dropout import SensorDropout, drop_cameras, drop_lidar
 from ..models.model_config import ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
 from .freeze import apply_freeze_schedule, parameter_groups
@@ -51,9 +51,13 @@ class TrainConfig:
     lr_scales: dict[str, float] = field(default_factory=dict)
     freeze_module_schedules: dict[str, int] = field(default_factory=dict)
     camera_dropout: bool = True
-    # Probability that a stream's whole LiDAR input is removed (lidar_dropout.py;
-    # decided per stream, so per frame in stage 1). 0: never, today's training.
+    # Probability that a stream's whole LiDAR input is removed (sensor_dropout.py;
+    # decided per stream, so per frame in stage 1). 0: never.
     lidar_dropout: float = 0.0
+    # Probability that a stream runs with every camera failed (sensor_dropout.py), so the
+    # LiDAR path detects on its own too; models with a LiDAR only. A stream loses at most
+    # one modality: lidar_dropout + camera_stream_dropout <= 1. 0: never.
+    camera_stream_dropout: float = 0.0
     amp: bool = True                          # CUDA only
     init_from: str | None = None              # weights to start from (e.g. the stage-1 result)
     # Modules (name prefixes) that keep their fresh initialisation instead of init_from's weights,
@@ -66,8 +70,12 @@ class TrainConfig:
     out_dir: str = "outputs/train"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.lidar_dropout <= 1.0:
-            raise ValueError(f"lidar_dropout must be a probability in [0, 1], got {self.lidar_dropout}")
+        for name in ("lidar_dropout", "camera_stream_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.lidar_dropout + self.camera_stream_dropout > 1.0:
+            raise ValueError(f"lidar_dropout + camera_stream_dropout must be <= 1 (a stream loses at most one "
+                             f"modality), got {self.lidar_dropout} + {self.camera_stream_dropout}")
 
 
 def cosine_lr(step: int, cfg: TrainConfig) -> float:
@@ -112,10 +120,10 @@ def distributed(device: str | None = None) -> tuple[int, int, torch.device]:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, sampler: StreamSampler, step: int,
-                    cfg: TrainConfig, model_cfg: ModelConfig, lidar_dropout: LidarDropout | None = None) -> None:
+                    cfg: TrainConfig, model_cfg: ModelConfig, sensor_dropout: SensorDropout | None = None) -> None:
     """``last.pt``: everything --resume needs, plus the model config, so the file also loads
     for evaluation (``load_detector``). Plain containers and tensors only (weights_only=True)."""
-    extra = {} if lidar_dropout is None else {"lidar_dropout": lidar_dropout.state_dict()}
+    extra = {} if sensor_dropout is None else {"sensor_dropout": sensor_dropout.state_dict()}
     save_model_checkpoint(path, model, model_cfg, optimizer=optimizer.state_dict(), sampler=sampler.state_dict(),
                           step=step, train_config=to_dict(cfg), torch_rng=torch.get_rng_state(), **extra)
 
@@ -128,6 +136,9 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     rig = model_cfg.load_rig()
     image_size = (rig.image_height, rig.image_width)
     model = build_detector(model_cfg).to(device)
+    if cfg.camera_stream_dropout > 0 and model.lidar is None:
+        raise ValueError(f"camera_stream_dropout={cfg.camera_stream_dropout}, but the model {cfg.model!r} has no "
+                         "LiDAR: a stream without its cameras would have no input at all")
     if cfg.init_from:
         state = read_checkpoint(cfg.init_from)
         load_initial_weights(model, state["model"] if "model" in state else state, cfg.init_skip_modules)
@@ -136,7 +147,9 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
                             streaming=cfg.stage == "stage2", seed=cfg.seed + 1000 * rank)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.lr_scales, cfg.weight_decay))
-    lidar_dropout = LidarDropout(cfg.lidar_dropout) if cfg.lidar_dropout > 0 and model.lidar is not None else None
+    lidar_p = cfg.lidar_dropout if model.lidar is not None else 0.0
+    sensor_dropout = SensorDropout(lidar_p, cfg.camera_stream_dropout) if lidar_p + cfg.camera_stream_dropout > 0 \
+        else None
     start_step = 0
     last = out / "last.pt"
     if resume and last.exists():
@@ -145,8 +158,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
         optimizer.load_state_dict(checkpoint["optimizer"])
         sampler.load_state_dict(checkpoint["sampler"])
         torch.set_rng_state(checkpoint["torch_rng"])
-        if lidar_dropout is not None and "lidar_dropout" in checkpoint:
-            lidar_dropout.load_state_dict(checkpoint["lidar_dropout"])
+        if sensor_dropout is not None and "sensor_dropout" in checkpoint:
+            sensor_dropout.load_state_dict(checkpoint["sensor_dropout"])
         start_step = checkpoint["step"]
     wrapped = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     dropout = RandCamMask(model_cfg.camera_dropout.p_missing, model_cfg.camera_dropout.n_min,
@@ -176,10 +189,13 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
                 frame.sequence_id = f"{frame.sequence_id}/step{step}/slot{slot}"
             state = model.initial_state()
         inputs, targets = collate(frames, image_size, dropout, with_teacher=True)
-        lidar_dropped = 0
-        if lidar_dropout is not None:
-            inputs.lidar_points, dropped = lidar_dropout(inputs.lidar_points, inputs.sequence_ids, inputs.timestamp_us)
-            lidar_dropped = int(dropped.sum())
+        lidar_dropped = cameras_dropped = 0
+        if sensor_dropout is not None:
+            no_lidar, no_cameras = sensor_dropout(inputs.sequence_ids, inputs.timestamp_us)
+            if inputs.lidar_points is not None:
+                inputs.lidar_points = drop_lidar(inputs.lidar_points, no_lidar)
+            inputs.images, inputs.cam_mask = drop_cameras(inputs.images, inputs.cam_mask, no_cameras)
+            lidar_dropped, cameras_dropped = int(no_lidar.sum()), int(no_cameras.sum())
         inputs = inputs.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             outputs = wrapped(inputs, state, targets)
@@ -194,13 +210,14 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
             record = {"step": step, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
                       "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"], "frozen": frozen,
                       "failed_cameras": int(inputs.cam_mask.sum()), "lidar_dropped": lidar_dropped,
+                      "cameras_dropped": cameras_dropped,
                       "elapsed_s": time.time() - started}
             log.write(jsonio.dumps(record) + "\n")      # a diverged loss is logged as null
             log.flush()
             progress.set_postfix(loss=f"{total.item():.3f}", cls=f"{losses['loss_cls'].item():.3f}",
                                  box=f"{losses['loss_box'].item():.3f}")
         if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg, model_cfg, lidar_dropout)
+            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg, model_cfg, sensor_dropout)
     if rank == 0:
         save_model_checkpoint(out / "model.pt", model, model_cfg)
         log.close()
