@@ -31,8 +31,10 @@ MICRO = {"image_height": 64, "image_width": 128,
 # The micro tests were tuned on tiny.yaml as it was before issue 14's options
 # (multi-sweep LiDAR, velocity from history over a longer queue, completed cameras
 # in the BEV); they keep that base, and the options have tests of their own.
-TINY_BEFORE_ISSUE_14 = {"lidar": {"sweeps": 1}, "head": {"velocity_from_history": False, "queue_length": 4},
-                        "view_transform": {"use_completed_cameras": False, "extra_levels": []}}
+TINY_BEFORE_ISSUE_14 = {"lidar": {"sweeps": 1, "absent_embedding": False},
+                        "head": {"velocity_from_history": False, "queue_length": 4},
+                        "view_transform": {"use_completed_cameras": False, "extra_levels": [],
+                                           "absent_embedding": False}}
 
 
 def micro_config(**overrides) -> ModelConfig:

@@ -58,4 +58,4 @@ class PaddedLidarBranch(nn.Module):
         clean = torch.where(keep[:, None], flat, torch.zeros_like(flat))               # no NaN into the sums
         pillar_features = self.lidar.vfe(clean, pillar, trash + 1)[:trash]
         bev = pillar_features.reshape(batch, grid.height, grid.width, -1).permute(0, 3, 1, 2)
-        return self.lidar.bev_backbone(bev.contiguous())
+        return self.lidar.mark_absent(self.lidar.bev_backbone(bev.contiguous()), keep.reshape(batch, bucket).any(dim=1))

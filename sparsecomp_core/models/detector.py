@@ -121,11 +121,12 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     view_levels = (vt.feature_level, *vt.extra_levels)
     view_transform = CameraViewTransform(grid, cfg.backbone.out_channels, cfg.bev_channels,
                                          camera_branch.backbone.strides[vt.feature_level], tuple(vt.heights),
-                                         vt.points_per_height, vt.max_offset_px, len(view_levels))
+                                         vt.points_per_height, vt.max_offset_px, len(view_levels), vt.absent_embedding)
     lidar = None
     if cfg.lidar.enable:
         lidar = LidarBranch(grid, cfg.bev_channels, cfg.lidar.pillar_channels, cfg.lidar.backbone_channels,
-                            tuple(cfg.lidar.z_range), cfg.lidar.max_intensity, time_channel=cfg.lidar.sweeps > 1)
+                            tuple(cfg.lidar.z_range), cfg.lidar.max_intensity, time_channel=cfg.lidar.sweeps > 1,
+                            absent_embedding=cfg.lidar.absent_embedding)
     fuser = ConvFuser([cfg.bev_channels] * (2 if lidar is not None else 1), cfg.bev_channels)
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),

@@ -36,6 +36,17 @@ def apply_freeze_schedule(model: nn.Module, schedules: dict[str, int], step: int
     return frozen
 
 
+def keep_norms_in_eval(model: nn.Module) -> int:
+    """Put every batch norm of ``model`` in eval mode (running statistics, which
+    then stay as they are; the affine parameters still train), as mmdetection's
+    ``norm_eval`` does for small batches; call after ``model.train()`` each step.
+    Returns how many batch norms it set."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.eval()
+    return len(norms)
+
+
 def parameter_groups(model: nn.Module, base_lr: float, lr_scales: dict[str, float],
                      weight_decay: float = 0.0) -> list[dict]:
     """Optimizer groups: each parameter takes the scale of the longest module

@@ -30,7 +30,7 @@ from ..data.dataset import SequenceDataset, StreamSampler, collate
 from ..sensor_dropout import SensorDropout, drop_cameras, drop_lidar
 from ..models.model_config import ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
-from .freeze import apply_freeze_schedule, parameter_groups
+from .freeze import apply_freeze_schedule, keep_norms_in_eval, parameter_groups
 
 
 @dataclass
@@ -58,6 +58,12 @@ class TrainConfig:
     # LiDAR path detects on its own too; models with a LiDAR only. A stream loses at most
     # one modality: lidar_dropout + camera_stream_dropout <= 1. 0: never.
     camera_stream_dropout: float = 0.0
+    # True: every batch norm normalises with its running statistics (from the stage it
+    # starts from) instead of the batch's, while its affine parameters train (mmdetection's
+    # norm_eval). With 2 samples a batch, one stream without cameras or LiDAR next to a full
+    # one shifts the batch statistics of both away from what inference uses (docs/model.md,
+    # "Sensor dropout"); in eval mode a step computes what inference computes.
+    norm_eval: bool = False
     amp: bool = True                          # CUDA only
     init_from: str | None = None              # weights to start from (e.g. the stage-1 result)
     # Modules (name prefixes) that keep their fresh initialisation instead of init_from's weights,
@@ -180,6 +186,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     started = time.time()
     for step in progress:
         wrapped.train()
+        if cfg.norm_eval:
+            keep_norms_in_eval(model)
         frozen = apply_freeze_schedule(model, cfg.freeze_module_schedules, step)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * group["lr_scale"] * cosine_lr(step, cfg)

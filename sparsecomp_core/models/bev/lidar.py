@@ -21,6 +21,11 @@ class LidarConfig:
     # every point carries its time lag dt_s as a 5th channel, which the pillar
     # features take in (a network trained with 1 has no input for it).
     sweeps: int = 1
+    # True: a sample without a single usable point (no LiDAR this frame) gets a
+    # learned "absent" BEV vector instead of the backbone's output of an empty
+    # map, which depends on the batch norm's statistics (docs/model.md, "Sensor
+    # dropout").
+    absent_embedding: bool = False
 
     def __post_init__(self) -> None:
         if self.sweeps < 1:
@@ -95,12 +100,21 @@ class LidarBranch(nn.Module):
     the first 4 columns are read (today's input)."""
 
     def __init__(self, grid: BEVGrid, out_channels: int, pillar_channels: int = 64, backbone_channels: int = 128,
-                 z_range: tuple[float, float] = (-3.0, 5.0), max_intensity: float = 255.0, time_channel: bool = False):
+                 z_range: tuple[float, float] = (-3.0, 5.0), max_intensity: float = 255.0, time_channel: bool = False,
+                 absent_embedding: bool = False):
         super().__init__()
         self.grid, self.z_range = grid, z_range
         self.point_channels = 5 if time_channel else 4
         self.vfe = PillarFeatureNet(grid, pillar_channels, max_intensity, time_channel)
         self.bev_backbone = BEVBackbone(pillar_channels, backbone_channels, out_channels)
+        self.absent = nn.Parameter(torch.zeros(1, out_channels, 1, 1)) if absent_embedding else None
+
+    def mark_absent(self, bev: Tensor, present: Tensor) -> Tensor:
+        """bev [B, C, H, W], present [B] bool (the sample kept at least one point) -> bev with
+        the learned absent vector for samples without points (unchanged without absent_embedding)."""
+        if self.absent is None:
+            return bev
+        return torch.where(present.to(bev.device)[:, None, None, None], bev, self.absent.to(bev.dtype))
 
     def forward(self, points: list[Tensor]) -> Tensor:
         cells = self.grid.height * self.grid.width
@@ -114,12 +128,13 @@ class LidarBranch(nn.Module):
             keep = inside & torch.isfinite(cloud).all(dim=1) & (cloud[:, 2] >= self.z_range[0]) & (cloud[:, 2] < self.z_range[1])
             kept.append(cloud[keep])
             pillars.append(index[keep] + b * cells)
+        present = torch.tensor([len(cloud) > 0 for cloud in kept], dtype=torch.bool)
         device = self.vfe.linear.weight.device
         all_points = torch.cat(kept).to(device) if kept else torch.zeros(0, self.point_channels, device=device)
         pillar_index = torch.cat(pillars).to(device) if pillars else torch.zeros(0, dtype=torch.long, device=device)
         pillar_features = self.vfe(all_points, pillar_index, batch * cells)             # middle encoder: scatter
         bev = pillar_features.reshape(batch, self.grid.height, self.grid.width, -1).permute(0, 3, 1, 2)
-        return self.bev_backbone(bev.contiguous())
+        return self.mark_absent(self.bev_backbone(bev.contiguous()), present)
 
 
 class ConvFuser(nn.Module):

@@ -29,6 +29,11 @@ class ViewTransformConfig:
     # failed camera is left out, so completion cannot change the BEV. See
     # docs/completion.md for the measurements.
     use_completed_cameras: bool = False
+    # True: BEV cells that no usable camera sees (every cell when all cameras
+    # have failed) take a learned "absent" vector after the output block, so a
+    # missing camera input looks the same in training and inference whatever
+    # the batch norm statistics (docs/model.md, "Sensor dropout").
+    absent_embedding: bool = False
 
     def __post_init__(self) -> None:
         levels = (self.feature_level, *self.extra_levels)
@@ -48,13 +53,16 @@ class CameraViewTransform(nn.Module):
     points of a camera). Each camera's sampled feature is the weighted sum
     over its projections that land in the image; the cell's feature is the
     mean over cameras that see it and have not failed (zero where none does).
-    Cameras are processed one at a time to bound memory. Levels are sampled
+    With ``absent_embedding`` a cell that no such camera sees is, after the
+    output block, a learned vector [C_bev] instead of the output of zeros
+    (which depends on the batch norm's statistics, so differs between a
+    training batch and inference). Cameras are processed one at a time to bound memory. Levels are sampled
     at the same normalised image position, so each must cover the whole image.
     """
 
     def __init__(self, grid: BEVGrid, in_channels: int, out_channels: int, stride: int,
                  heights: tuple[float, ...] = (0.0, 0.8, 1.6, 2.4), points_per_height: int = 2,
-                 max_offset_px: float = 4.0, num_levels: int = 1):
+                 max_offset_px: float = 4.0, num_levels: int = 1, absent_embedding: bool = False):
         super().__init__()
         self.grid, self.stride, self.max_offset_px = grid, stride, max_offset_px
         self.register_buffer("heights", torch.tensor(heights, dtype=torch.float32), persistent=False)
@@ -69,6 +77,7 @@ class CameraViewTransform(nn.Module):
             self.offsets.bias.copy_(torch.stack([spread, torch.zeros_like(spread)], -1).repeat(len(heights), 1).flatten())
         self.output = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
                                     nn.ReLU(inplace=True))
+        self.absent = nn.Parameter(torch.zeros(1, out_channels, 1, 1)) if absent_embedding else None
 
     def forward(self, features: Tensor | list[Tensor], cam_mask: Tensor, calibration: Calibration) -> Tensor:
         levels = [features] if isinstance(features, Tensor) else list(features)
@@ -107,5 +116,7 @@ class CameraViewTransform(nn.Module):
             seen = inside.any(dim=-1) & ~cam_mask[:, cam, None]                          # [B, HW]
             total = total + (sampled * weight[:, None]).sum(-1) * seen[:, None]
             count = count + seen[:, None].to(count.dtype)
-        bev = (total / count.clamp(min=1.0)).reshape(batch, channels, height, width)
-        return self.output(bev)
+        bev = self.output((total / count.clamp(min=1.0)).reshape(batch, channels, height, width))
+        if self.absent is None:
+            return bev
+        return torch.where(count.reshape(batch, 1, height, width) > 0, bev, self.absent.to(bev.dtype))
