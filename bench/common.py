@@ -1,6 +1,7 @@
 """Shared helpers for benchmarks: machine description, commit, result files."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -48,6 +49,23 @@ def write_result(name: str, payload: dict) -> Path:
               "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), **payload}
     path.write_text(dumps(record, indent=2) + "\n")         # NaN / inf -> null: strict JSON
     return path
+
+
+def evaluation_parser(doc: str, name: str, checkpoint: str | None = "models/tiny_default.pt",
+                      version: str = "v1.0-synthetic-val", device: bool = True) -> argparse.ArgumentParser:
+    """The arguments every held-out evaluation benchmark takes: --checkpoint (``None``: the
+    script adds its own), --data-root, --version, --device (CUDA when torch sees one) and
+    --name (the result file bench/results/<name>-<cpu|gpu>.json). The description is the
+    docstring's first line."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if checkpoint is not None:
+        parser.add_argument("--checkpoint", default=checkpoint)
+    parser.add_argument("--data-root", default="data/synthetic")
+    parser.add_argument("--version", default=version)
+    if device:
+        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default=name, help="result file bench/results/<name>-<cpu|gpu>.json")
+    return parser
 
 
 def current_rss_bytes() -> int:

@@ -22,14 +22,13 @@ Writes bench/results/<name>-<cpu|gpu>.json.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset, collate  # noqa: E402
 from sparsecomp_core.models.detector import load_detector  # noqa: E402
@@ -68,14 +67,11 @@ def measure(checkpoint: str, data_root: str, version: str, frames_per_scene: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = evaluation_parser(__doc__, "completion_in_model", checkpoint=None, device=False)
     parser.add_argument("--checkpoint", action="append", required=True)
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--version", default="v1.0-synthetic-val")
     parser.add_argument("--frames-per-scene", type=int, default=20)
     parser.add_argument("--cameras", type=int, default=2, help="cameras failed per frame (chosen at random)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--name", default="completion_in_model")
     args = parser.parse_args()
     results = []
     for checkpoint in args.checkpoint:

@@ -14,15 +14,13 @@ Writes bench/results/<name>-<cpu|gpu>.json.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.evaluate import Condition, evaluate, standard_conditions  # noqa: E402
@@ -30,14 +28,9 @@ from sparsecomp_core.models.detector import load_detector  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="models/tiny_default.pt")
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--version", default="v1.0-synthetic-val")
+    parser = evaluation_parser(__doc__, "fault_count_sweep")
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=["full"], choices=["none", "full"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--name", default="fault_count_sweep")
     args = parser.parse_args()
     model, cfg = load_detector(args.checkpoint, args.device)
     dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)

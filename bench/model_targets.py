@@ -25,14 +25,12 @@ checkpoint that does not exist is left out (its rows say so).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions  # noqa: E402
@@ -116,13 +114,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = evaluation_parser(__doc__, "model_targets", checkpoint=None)
     parser.add_argument("--lidar-checkpoint", default="models/tiny_default.pt")
     parser.add_argument("--camera-checkpoint", default="models/tiny_camera_default.pt")
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--version", default="v1.0-synthetic-val")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--name", default="model_targets")
     parser.add_argument("--max-frames", type=int, help="only this many frames (a quick check of the script)")
     args = parser.parse_args()
     rows, summaries, all_reports = [], {}, {}

@@ -15,15 +15,13 @@ with ``--merge bench/results/part1-cpu.json bench/results/part2-cpu.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions  # noqa: E402
@@ -48,15 +46,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="models/tiny_default.pt")
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--version", default="v1.0-synthetic-val")
+    parser = evaluation_parser(__doc__, "robustness")
     parser.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=CONDITIONS)
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--name", default="robustness", help="result file bench/results/<name>-<cpu|gpu>.json "
-                        "(to run parts in parallel processes)")
     parser.add_argument("--merge", nargs="+", help="join result files of parts instead of evaluating")
     parser.add_argument("--use-completed-cameras", choices=["model", "true", "false"], default="model",
                         help="whether completed failed cameras enter the camera BEV (default: as the model's config)")

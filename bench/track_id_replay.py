@@ -18,7 +18,6 @@ about 5 minutes on 2 CPU cores for 180 frames) is reused when the file exists.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.detection_metrics import Detection  # noqa: E402
@@ -132,13 +131,9 @@ def figures(recording: dict, sequences: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="models/tiny_default.pt")
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--version", default="v1.0-synthetic-val")
+    parser = evaluation_parser(__doc__, "track_id_replay", device=False)
     parser.add_argument("--recording", default="outputs/track_id_recording.pt",
                         help="the recorded model run (written when absent, reused when present)")
-    parser.add_argument("--name", default="track_id_replay", help="result file bench/results/<name>-<cpu|gpu>.json")
     args = parser.parse_args()
     path = Path(args.recording)
     if path.exists():

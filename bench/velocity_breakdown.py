@@ -23,15 +23,13 @@ Writes bench/results/<name>-<cpu|gpu>.json.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.evaluate import run_model, standard_conditions  # noqa: E402
@@ -137,14 +135,10 @@ def summary(true_boxes: np.ndarray, predicted_boxes: np.ndarray) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = evaluation_parser(__doc__, "velocity_breakdown", checkpoint=None)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--version", default="v1.0-synthetic-val")
     parser.add_argument("--max-frames", type=int, default=60)
     parser.add_argument("--class", dest="class_name", default="car", choices=CLASS_NAMES)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--name", default="velocity_breakdown")
     args = parser.parse_args()
     label = CLASS_NAMES.index(args.class_name)
     model, cfg = load_detector(args.checkpoint, args.device)

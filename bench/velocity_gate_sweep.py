@@ -17,14 +17,12 @@ Writes bench/results/<name>-<cpu|gpu>.json. Choose on the tuning set, check on t
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions  # noqa: E402
@@ -34,14 +32,9 @@ VELOCITY_CLASSES = ("car", "truck", "bus", "person", "non_motor", "riderless_non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="models/tiny_default.pt")
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--version", default="v1.0-synthetic-tune")
+    parser = evaluation_parser(__doc__, "velocity_gate_sweep", version="v1.0-synthetic-tune")
     parser.add_argument("--gates", type=float, nargs="+", default=[2.0, 4.0, 6.0, 8.0])
     parser.add_argument("--max-frames", type=int)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--name", default="velocity_gate_sweep")
     args = parser.parse_args()
     model, cfg = load_detector(args.checkpoint, args.device)
     if model.head.velocity_fusion is None:
