@@ -325,3 +325,28 @@ def test_training_brings_failed_cameras_closer_to_the_teacher_than_zero_filling(
     assert sum(losses[-25:]) < 0.7 * sum(losses[:25])
     assert max(ratio) < 0.7
     assert ratio[2] < 0.35          # the 1/32 level has the temporal evidence
+
+
+def test_relative_losses_do_not_grow_with_the_feature_scale_and_zero_fill_costs_one():
+    """relative_to_teacher: the reconstruction terms are the completion error as a fraction of a zero
+    fill's, so scaling student and teacher features together leaves them unchanged (in feature units
+    they grow with the square of the scale) and a zero completion costs exactly 1."""
+    from sparsecomp_core.models.completion.losses import (planning_guided_loss, ssl_consistency_loss,
+                                                          vae_reconstruction_loss)
+    gen = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(2, 3, 8, 4, 6, generator=gen) for _ in range(2)]
+    student = [t + 0.3 * torch.randn(t.shape, generator=gen) for t in teacher]
+    cam_mask = torch.tensor([[True, False, False], [False, True, True]])
+    importance = [torch.rand(2, 3, 4, 6, generator=gen) for _ in range(2)]
+
+    def terms(scale: float, relative: bool) -> list[torch.Tensor]:
+        t, s = [x * scale for x in teacher], [x * scale for x in student]
+        completed = [x[cam_mask] for x in s]                  # what the VAE and level 3 output
+        return [ssl_consistency_loss(s, t, cam_mask, relative), vae_reconstruction_loss(completed, t, cam_mask, relative),
+                planning_guided_loss(completed, t, importance, cam_mask, relative)]
+    for relative, growth in ((True, 1.0), (False, 100.0)):
+        for small, large in zip(terms(1.0, relative), terms(10.0, relative)):
+            torch.testing.assert_close(large, small * growth, rtol=1e-4, atol=0)
+    assert all(float(term) < 0.2 for term in terms(1.0, True))         # a close completion: a small fraction
+    zero_fill = [torch.zeros_like(t) for t in teacher]
+    torch.testing.assert_close(ssl_consistency_loss(zero_fill, teacher, cam_mask, True), torch.tensor(1.0))

@@ -21,6 +21,10 @@ class CompletionLossWeights:
     vae_rec: float = 1.0
     vae_kl: float = 0.001
     planning_guided: float = 0.5
+    # True: the reconstruction terms (ssl, vae_rec, planning_guided) are relative to the
+    # teacher's mean square feature, so they do not grow with the feature scale
+    # (completion/losses.py; docs/completion.md, "Loss scale"). False: feature units.
+    relative_to_teacher: bool = False
 
 
 @dataclass
@@ -104,16 +108,18 @@ class CompletionCascade(nn.Module):
         """Weighted cascade losses from forward's outputs and the teacher's features."""
         weights = self.loss_weights
         device = teacher_features[0].device
-        losses = {"loss_ssl": weights.ssl * ssl_consistency_loss(outputs["features"], teacher_features, cam_mask)}
+        relative = weights.relative_to_teacher
+        losses = {"loss_ssl": weights.ssl * ssl_consistency_loss(outputs["features"], teacher_features, cam_mask,
+                                                                 relative)}
         if outputs["vae"] is not None:
             vae = outputs["vae"]
             losses["loss_vae_rec"] = weights.vae_rec * vae_reconstruction_loss(vae["reconstructions"],
-                                                                               teacher_features, cam_mask)
+                                                                               teacher_features, cam_mask, relative)
             losses["loss_vae_kl"] = weights.vae_kl * vae_kl_loss(vae["mu"], vae["logvar"]).to(device)
         if outputs["planning"] is not None:
             planning = outputs["planning"]
             losses["loss_planning_guided"] = weights.planning_guided * planning_guided_loss(
-                planning["completed"], teacher_features, planning["importance"], cam_mask)
+                planning["completed"], teacher_features, planning["importance"], cam_mask, relative)
         return losses
 
 
