@@ -92,7 +92,8 @@ class BEVBackbone(nn.Module):
 class LidarBranch(nn.Module):
     """forward(points: list of B clouds [N_i, >=4] (x, y, z, intensity, ego frame))
     -> BEV [B, C_out, H, W]. Non-finite points and points outside the grid are
-    dropped; an empty cloud gives an all-zero pillar map.
+    dropped; an empty cloud gives an all-zero pillar map (with
+    ``absent_embedding``, a learned BEV vector instead: ``mark_absent``).
 
     With ``time_channel`` (model config ``lidar.sweeps > 1``) a cloud is
     [N_i, 5]: merged sweeps with the time lag dt_s (``data.sweeps.merge_sweeps``);

@@ -56,8 +56,9 @@ class CameraViewTransform(nn.Module):
     With ``absent_embedding`` a cell that no such camera sees is, after the
     output block, a learned vector [C_bev] instead of the output of zeros
     (which depends on the batch norm's statistics, so differs between a
-    training batch and inference). Cameras are processed one at a time to bound memory. Levels are sampled
-    at the same normalised image position, so each must cover the whole image.
+    training batch and inference). Cameras are processed one at a time to
+    bound memory. Levels are sampled at the same normalised image position,
+    so each must cover the whole image.
     """
 
     def __init__(self, grid: BEVGrid, in_channels: int, out_channels: int, stride: int,
