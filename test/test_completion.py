@@ -350,3 +350,27 @@ def test_relative_losses_do_not_grow_with_the_feature_scale_and_zero_fill_costs_
     assert all(float(term) < 0.2 for term in terms(1.0, True))         # a close completion: a small fraction
     zero_fill = [torch.zeros_like(t) for t in teacher]
     torch.testing.assert_close(ssl_consistency_loss(zero_fill, teacher, cam_mask, True), torch.tensor(1.0))
+
+
+def test_centred_relative_losses_cost_one_for_the_channel_mean_fill_and_ignore_a_constant_offset():
+    """centred: the divisor is the teacher's variance about each channel's mean, so filling a failed
+    camera with that mean costs exactly 1 however large the per-channel constant, and adding a
+    constant per channel to both student and teacher changes nothing (the mean-square divisor
+    shrinks the same error as the constant grows)."""
+    from sparsecomp_core.models.completion.losses import ssl_consistency_loss
+    gen = torch.Generator().manual_seed(1)
+    teacher = [torch.randn(2, 3, 4, 5, 6, generator=gen)]
+    student = [teacher[0] + 0.2 * torch.randn(teacher[0].shape, generator=gen)]
+    cam_mask = torch.tensor([[True, False, True], [False, True, False]])
+    offset = 20.0 * torch.randn(1, 1, 4, 1, 1, generator=gen)           # a per-channel constant
+    shifted_teacher, shifted_student = [teacher[0] + offset], [student[0] + offset]
+    torch.testing.assert_close(ssl_consistency_loss(shifted_student, shifted_teacher, cam_mask, True, True),
+                               ssl_consistency_loss(student, teacher, cam_mask, True, True), rtol=1e-4, atol=0)
+    uncentred_plain = ssl_consistency_loss(student, teacher, cam_mask, True)
+    uncentred_shifted = ssl_consistency_loss(shifted_student, shifted_teacher, cam_mask, True)
+    assert float(uncentred_shifted) < 0.1 * float(uncentred_plain)
+    failed = shifted_teacher[0][cam_mask]
+    mean_fill = shifted_teacher[0].clone()
+    mean_fill[cam_mask] = failed.mean(dim=(0, 2, 3), keepdim=True).expand_as(failed)
+    torch.testing.assert_close(ssl_consistency_loss([mean_fill], shifted_teacher, cam_mask, True, True),
+                               torch.tensor(1.0), rtol=1e-4, atol=0)

@@ -25,6 +25,10 @@ class CompletionLossWeights:
     # teacher's mean square feature, so they do not grow with the feature scale
     # (completion/losses.py; docs/completion.md, "Loss scale"). False: feature units.
     relative_to_teacher: bool = False
+    # With relative_to_teacher: divide by the teacher's variance about each channel's mean
+    # instead of its mean square, so the spatial structure, not the per-channel constant that
+    # is most of a trained backbone's mean square, sets the scale.
+    centred_teacher_scale: bool = False
 
 
 @dataclass
@@ -108,18 +112,18 @@ class CompletionCascade(nn.Module):
         """Weighted cascade losses from forward's outputs and the teacher's features."""
         weights = self.loss_weights
         device = teacher_features[0].device
-        relative = weights.relative_to_teacher
+        scale = {"relative": weights.relative_to_teacher, "centred": weights.centred_teacher_scale}
         losses = {"loss_ssl": weights.ssl * ssl_consistency_loss(outputs["features"], teacher_features, cam_mask,
-                                                                 relative)}
+                                                                 **scale)}
         if outputs["vae"] is not None:
             vae = outputs["vae"]
             losses["loss_vae_rec"] = weights.vae_rec * vae_reconstruction_loss(vae["reconstructions"],
-                                                                               teacher_features, cam_mask, relative)
+                                                                               teacher_features, cam_mask, **scale)
             losses["loss_vae_kl"] = weights.vae_kl * vae_kl_loss(vae["mu"], vae["logvar"]).to(device)
         if outputs["planning"] is not None:
             planning = outputs["planning"]
             losses["loss_planning_guided"] = weights.planning_guided * planning_guided_loss(
-                planning["completed"], teacher_features, planning["importance"], cam_mask, relative)
+                planning["completed"], teacher_features, planning["importance"], cam_mask, **scale)
         return losses
 
 
