@@ -36,8 +36,8 @@ def model_run(generated, tmp_path_factory) -> dict:
     checkpoint = micro_checkpoint(folder / "micro.pt", seed=1)
     common = ["--checkpoint", str(checkpoint), "--data-root", str(generated), "--version", VERSION, "--device", "cpu"]
     nuscenes = evaluate_main([*common, "--protocol", "nuscenes", "--results-out", str(folder / "submission.json"),
-                              "--out", str(folder / "report.json")])
-    return {"submission": folder / "submission.json", "report": nuscenes, "report_file": folder / "report.json",
+                              "--out", str(folder / "reports" / "report.json")])   # a folder that does not exist yet
+    return {"submission": folder / "submission.json", "report": nuscenes, "report_file": folder / "reports" / "report.json",
             "ours": evaluate_main(common)}
 
 

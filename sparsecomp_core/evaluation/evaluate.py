@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary["AP"] = {name: round(c["ap_mean"], 4) for name, c in report["per_class"].items()}
     print(jsonio.dumps(summary, indent=2))
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)        # a fresh checkout has no outputs/
         Path(args.out).write_text(jsonio.dumps(report, indent=2))
     return report
 
