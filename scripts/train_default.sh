@@ -12,7 +12,7 @@
 # Resumable: rerun the same command after an interruption and every step
 # continues where it stopped (data generation is skipped once its tables exist;
 # training resumes from checkpoints/<model>_stage{1,2}/last.pt; a stage whose model.pt
-# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3 h on 2
+# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 2-3 h on 2
 # otherwise idle CPU cores for tiny (1.3-1.4 s per step); on a machine busy with
 # other work, OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
