@@ -78,6 +78,7 @@ class Recorder(Node):
         self.objects_arrival = {}
         self.skipped_model_busy = 0                 # the node's running totals, from its timing topic
         self.references_received = 0
+        self.dropped: dict[str, int] = {}           # the node's "dropped: <reason>" totals, from /diagnostics
         self.load_statuses: list[DiagnosticStatus] = []
         self.create_subscription(DynamicObjectArray, f"/{NODE}/output/objects", self.on_objects, 50)
         self.create_subscription(DiagnosticStatus, f"/{NODE}/output/timing", self.on_timing, 50)
@@ -99,6 +100,11 @@ class Recorder(Node):
 
     def on_diagnostics(self, msg):
         self.load_statuses += [s for s in msg.status if s.name.endswith("processing load")]
+        for status in msg.status:
+            for value in status.values:
+                if value.key.startswith("dropped: "):
+                    reason = value.key.removeprefix("dropped: ")
+                    self.dropped[reason] = max(self.dropped.get(reason, 0), int(value.value))
 
     def frames_accounted(self) -> int:
         """Frames the node answered or said it skipped (model busy)."""
@@ -140,11 +146,13 @@ def wait_for_node(recorder: Recorder, executor, node: subprocess.Popen, timeout_
 
 
 def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: float,
-                      faults: list[str] = (), answer_wait_s: float = 120.0) -> int:
+                      faults: list[str] = (), answer_wait_s: float = 120.0, quiet_s: float = 30.0) -> int:
     """Play ``bag`` with the replayer process (``faults``: extra replay arguments,
     e.g. --dead/--black), then spin the recorder until the node has answered or skipped
     every sweep it was sent (at most ``answer_wait_s``: on a loaded machine the last frames
-    can take seconds each); the replayer's exit code."""
+    can take seconds each), or, when it has answered all it received, until it has been
+    quiet for ``quiet_s`` (best-effort sweeps lost on the way never come); the replayer's
+    exit code."""
     replay = subprocess.Popen([sys.executable, "-m", "sparsecomp_ros.replay", "--bag", str(bag), "--rate", str(rate),
                                "--start-delay", "2.0", *faults], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -152,9 +160,14 @@ def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: 
         while replay.poll() is None:
             executor.spin_once(timeout_sec=0.05)
         settle = time.monotonic() + answer_wait_s
-        while time.monotonic() < settle and not (recorder.all_accounted()
-                                                 and recorder.references_received >= len(recorder.clouds)):
+        heard, quiet_since = None, time.monotonic()
+        while time.monotonic() < settle:
+            if recorder.all_accounted() and (recorder.references_received >= len(recorder.clouds)
+                                             or time.monotonic() - quiet_since > quiet_s):
+                break       # all answered; sweeps the node never got (lost on the way) are not waited for
             executor.spin_once(timeout_sec=0.05)
+            if (recorder.references_received, recorder.frames_accounted()) != heard:
+                heard, quiet_since = (recorder.references_received, recorder.frames_accounted()), time.monotonic()
     finally:
         stop_process(replay)
     return replay.returncode
@@ -345,6 +358,8 @@ def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: 
         "frames_replayed": frames_sent, "frames_in": len(stamps),
         "frames_out": sum(1 for s in stamps if s in recorder.objects),
         "frames_skipped_model_busy": recorder.skipped_model_busy,
+        "references_the_node_received": recorder.references_received,   # fewer than frames_in: lost on the way
+        "node_dropped": dict(recorder.dropped),
         "busy_loop_processes": busy,
         "falsely_masked_camera_frames": falsely_masked(recorder.health, start, dead_at, black_at),
         "processing_load": sorted({s.message for s in recorder.load_statuses}),
@@ -361,6 +376,8 @@ def report(recorder: Recorder, out: Path, start: int, dead_at: float, black_at: 
     print(f"frames replayed {frames_sent}, LiDAR frames seen {summary['frames_in']}, "
           f"object arrays out {summary['frames_out']}, skipped (model busy) {summary['frames_skipped_model_busy']}"
           + (f"; {busy} busy-loop processes" if busy else ""))
+    print(f"LiDAR frames the node received {summary['references_the_node_received']}, dropped by the node: "
+          + (", ".join(f"{k} {v}" for k, v in summary["node_dropped"].items()) or "none"))
     false = summary["falsely_masked_camera_frames"]
     print("cameras masked without a fault: " + (", ".join(f"{k} {v} frames" for k, v in false.items()) or "none"))
     if recorder.load_statuses:
