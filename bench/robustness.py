@@ -8,6 +8,7 @@ no_lidar (the camera+LiDAR model with its LiDAR input removed).
 
     python bench/robustness.py --checkpoint models/tiny_default.pt --data-root data/synthetic \
         --version v1.0-synthetic-val [--conditions ...] [--variants ...] [--use-completed-cameras true|false]
+        [--crash CAMERA ...  (one condition instead: these cameras black throughout)]
 
 Writes bench/results/robustness-<cpu|gpu>.json and prints a Markdown table.
 Parts run in parallel processes (``--variants ... --name part1``) are joined
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import evaluation_parser, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
-from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions  # noqa: E402
+from sparsecomp_core.evaluation.evaluate import Condition, evaluate, standard_conditions  # noqa: E402
 from sparsecomp_core.models.detector import load_detector  # noqa: E402
 
 CONDITIONS = ["clean", "crash1", "crash2", "frame_lost", "dead"]
@@ -49,6 +50,8 @@ def main() -> None:
     parser = evaluation_parser(__doc__, "robustness")
     parser.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=CONDITIONS)
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--crash", nargs="+", metavar="CAMERA",
+                        help="instead of --conditions: these cameras black for the whole sequence")
     parser.add_argument("--merge", nargs="+", help="join result files of parts instead of evaluating")
     parser.add_argument("--use-completed-cameras", choices=["model", "true", "false"], default="model",
                         help="whether completed failed cameras enter the camera BEV (default: as the model's config)")
@@ -68,6 +71,12 @@ def main() -> None:
         model.use_completed_cameras = args.use_completed_cameras == "true"
     dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
     conditions = standard_conditions(dataset.rig.camera_names)
+    if args.crash:
+        unknown = sorted(set(args.crash) - set(dataset.rig.camera_names))
+        if unknown:
+            parser.error(f"--crash: {unknown} not in the rig's cameras {dataset.rig.camera_names}")
+        name = "crash:" + "+".join(args.crash)
+        conditions[name], args.conditions = Condition(name, crash=list(args.crash)), [name]
     rows = []
     for condition in args.conditions:
         for variant in args.variants:
