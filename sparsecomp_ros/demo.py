@@ -166,8 +166,9 @@ def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: 
                                              or time.monotonic() - quiet_since > quiet_s):
                 break       # all answered; sweeps the node never got (lost on the way) are not waited for
             executor.spin_once(timeout_sec=0.05)
-            if (recorder.references_received, recorder.frames_accounted()) != heard:
-                heard, quiet_since = (recorder.references_received, recorder.frames_accounted()), time.monotonic()
+            progress = (recorder.references_received, recorder.frames_accounted())
+            if progress != heard:
+                heard, quiet_since = progress, time.monotonic()
     finally:
         stop_process(replay)
     return replay.returncode

@@ -35,9 +35,10 @@ def model_run(generated, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("model_run")
     checkpoint = micro_checkpoint(folder / "micro.pt", seed=1)
     common = ["--checkpoint", str(checkpoint), "--data-root", str(generated), "--version", VERSION, "--device", "cpu"]
+    report_file = folder / "reports" / "report.json"                # a folder that does not exist yet
     nuscenes = evaluate_main([*common, "--protocol", "nuscenes", "--results-out", str(folder / "submission.json"),
-                              "--out", str(folder / "reports" / "report.json")])   # a folder that does not exist yet
-    return {"submission": folder / "submission.json", "report": nuscenes, "report_file": folder / "reports" / "report.json",
+                              "--out", str(report_file)])
+    return {"submission": folder / "submission.json", "report": nuscenes, "report_file": report_file,
             "ours": evaluate_main(common)}
 
 

@@ -6,11 +6,11 @@ teacher's features there (failed cameras, no gradient), so a term is the
 completion error as a fraction of a zero fill's; with ``centred`` as well, by
 the teacher's variance about each channel's mean instead, so a term is the
 error as a fraction of a per-channel-mean fill's (most of a trained
-backbone's mean square is per-channel constant, docs/completion.md). In feature units (the
-default) the terms grow with the backbone's feature scale, which training
-raises (teacher RMS 2 -> 32 in the tiny recipe), until their gradient dwarfs
-the detection losses' and the gradient clip scales detection learning down
-(docs/completion.md, "Loss scale")."""
+backbone's mean square is per-channel constant, docs/completion.md). In
+feature units (the default) the terms grow with the backbone's feature
+scale, which training raises (teacher RMS 2 -> 32 in the tiny recipe), until
+their gradient dwarfs the detection losses' and the gradient clip scales
+detection learning down (docs/completion.md, "Loss scale")."""
 from __future__ import annotations
 
 import torch
