@@ -19,6 +19,7 @@ about 5 minutes on 2 CPU cores for 180 frames) is reused when the file exists.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ def record(checkpoint: str, data_root: str, version: str) -> dict:
     """One clean model run: per frame every query's centre [Q, 3], velocity [Q, 3], label,
     score and id, time and ego pose; the run's ground truth and detections per sequence."""
     model, cfg = load_detector(checkpoint)
+    model.track_filter_cfg = replace(model.track_filter_cfg, enabled=False)    # the head's own velocities
     frames: list[dict] = []
     forward = DynamicHead.forward
 

@@ -26,6 +26,7 @@ from sparsecomp_core.deploy.tolerance import OUTPUTS, TOLERANCE, align_queries, 
 from sparsecomp_core.geometry import cam2ego_from_heading
 from sparsecomp_core.models.detector import load_detector
 from sparsecomp_core.models.head.postprocess import postprocess
+from sparsecomp_core.models.head.track_filter import filter_detections
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import REPO_ROOT  # noqa: E402
@@ -127,6 +128,7 @@ def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny):
     model, cfg = tiny
     runner = FixedShapeRunner(model, cfg, lidar_bucket=4096)
     eager_state, fixed_state = model.initial_state(), runner.initial_state()
+    eager_tracks: tuple = ()
     any_failed_and_completed, detected = False, 0
     for index, inputs in enumerate(check_sequence(cfg.load_rig(), 8, IMAGE_SIZE, batch=2)):
         assert (inputs.lidar_points is None) == (index == LIDAR_OFF_FRAME)
@@ -140,7 +142,10 @@ def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny):
         assert_outputs_close(outputs, eager)
         assert torch.equal(outputs["completed_cameras"], eager["completion"]["completed_cameras"])
         any_failed_and_completed |= bool(outputs["completed_cameras"].any())
-        assert_same_detections(postprocess(eager, model.postprocess_cfg), detections)
+        eager_detections, eager_tracks = filter_detections(postprocess(eager, model.postprocess_cfg), inputs.ego2global,
+                                                           inputs.timestamp_us, eager_tracks, cfg.track_filter,
+                                                           inputs.sequence_ids)
+        assert_same_detections(eager_detections, detections)
         detected += sum(len(d["scores"]) for d in detections)
         # The newest history slot is this frame as observed, like the eager history's newest frame.
         torch.testing.assert_close(fixed_state.buffers["history_features"][:, 0],

@@ -21,6 +21,7 @@ from ..models.backbone import STRIDES
 from ..models.completion.planning_guided import trajectory_importance
 from ..models.detector import SparseCompDetector
 from ..models.head.postprocess import PostProcessConfig, postprocess
+from ..models.head.track_filter import filter_detections
 from ..models.head.track_ids import associate_ids
 from ..models.inputs import FrameInputs
 from ..models.model_config import ModelConfig
@@ -37,11 +38,13 @@ DEFAULT_LIDAR_BUCKET = 150_000      # points per merged cloud; a 5-sweep tiny fr
 class RunnerState:
     """The runner's temporal state: the graph's fixed-shape buffers (None before the
     first frame fixes the batch size) plus what stays outside the graph: the kept
-    queries' ids [B, F, k] int64, the id counter and the last frame's sequence ids."""
+    queries' ids [B, F, k] int64, the id counter, the last frame's sequence ids and the
+    track filter's state per sample (head/track_filter.py)."""
     buffers: dict[str, Tensor] | None = None
     kept_ids: Tensor | None = None
     next_id: int = 1
     sequence_ids: tuple | None = None
+    tracks: tuple = ()
 
 
 class FrameEncoder:
@@ -98,7 +101,8 @@ class FrameEncoder:
 
     def finish(self, outputs: dict[str, Tensor], state: RunnerState, inputs: FrameInputs,
                buffer_names: Sequence[str], postprocess_cfg: PostProcessConfig) -> tuple[list[dict], RunnerState]:
-        """Ids (associate_ids on the graph's past_* outputs), post-processing and the new state."""
+        """Ids (associate_ids on the graph's past_* outputs), post-processing, the track
+        filter and the new state."""
         cls_logits, boxes = outputs["cls_logits"], outputs["boxes"]
         scores, labels = torch.sigmoid(cls_logits).max(dim=-1)
         past = []
@@ -112,8 +116,10 @@ class FrameEncoder:
             kept_ids = pushed(kept_ids, ids.gather(1, outputs["kept_index"]))
         detections = postprocess({"cls_logits": cls_logits[None], "occlusion_logits": outputs["occlusion_logits"][None],
                                   "boxes": boxes[None], "ids": ids}, postprocess_cfg)
+        detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, state.tracks,
+                                               self.cfg.track_filter, inputs.sequence_ids)
         new_state = RunnerState({name: outputs[name] for name in buffer_names}, kept_ids, next_id,
-                                None if inputs.sequence_ids is None else tuple(inputs.sequence_ids))
+                                None if inputs.sequence_ids is None else tuple(inputs.sequence_ids), tracks)
         return detections, new_state
 
     def started(self, state: RunnerState | None, layout: StateLayout, device) -> RunnerState:
@@ -123,7 +129,7 @@ class FrameEncoder:
         if state.buffers is not None and state.kept_ids is not None and state.kept_ids.shape[0] == layout.batch:
             return state
         kept_ids = torch.zeros(layout.batch, layout.kept_frames, layout.kept_queries, dtype=torch.int64, device=device)
-        return replace(state, buffers=layout.empty(device), kept_ids=kept_ids, sequence_ids=None)
+        return replace(state, buffers=layout.empty(device), kept_ids=kept_ids, sequence_ids=None, tracks=())
 
 
 class FixedShapeRunner:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +20,7 @@ from .head.losses import DynamicLoss
 from .head.neck import ConvResBlockNeck
 from .head.postprocess import PostProcessConfig, postprocess
 from .head.query_queue import QueryQueue
+from .head.track_filter import TrackFilterConfig, filter_detections
 from .inputs import FrameInputs
 from .model_config import ModelConfig
 
@@ -29,9 +30,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ModelState:
-    """All temporal state of the model (explicit; pass it in, take it back)."""
+    """All temporal state of the model (explicit; pass it in, take it back). ``tracks``:
+    the track filter's state per sample (head/track_filter.py; ``infer`` only)."""
     cascade: CascadeState = field(default_factory=CascadeState)
     queries: QueryQueue = field(default_factory=QueryQueue)
+    tracks: tuple = ()
 
 
 class SparseCompDetector(nn.Module):
@@ -44,8 +47,9 @@ class SparseCompDetector(nn.Module):
     def __init__(self, grid: BEVGrid, camera_branch: CameraBranch, view_transform: CameraViewTransform,
                  lidar: LidarBranch | None, fuser: ConvFuser, neck: ConvResBlockNeck, head: DynamicHead,
                  loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_levels: tuple[int, ...] = (1,),
-                 use_completed_cameras: bool = False):
+                 use_completed_cameras: bool = False, track_filter_cfg: TrackFilterConfig | None = None):
         super().__init__()
+        self.track_filter_cfg = track_filter_cfg or TrackFilterConfig(enabled=False)
         self.use_completed_cameras = use_completed_cameras
         self.grid = grid
         self.camera_branch, self.view_transform, self.lidar = camera_branch, view_transform, lidar
@@ -108,9 +112,14 @@ class SparseCompDetector(nn.Module):
     def infer(self, inputs: FrameInputs, state: ModelState | None = None,
               postprocess_cfg: PostProcessConfig | None = None) -> tuple[list[dict], ModelState]:
         """Detections per sample (see head.postprocess; the model's own settings
-        unless ``postprocess_cfg`` is given) and the new state."""
+        unless ``postprocess_cfg`` is given; velocities from the track filter when
+        ``track_filter_cfg.enabled``) and the new state."""
+        state = state or self.initial_state()
         outputs = self(inputs, state)
-        return postprocess(outputs, postprocess_cfg or self.postprocess_cfg), outputs["state"]
+        detections = postprocess(outputs, postprocess_cfg or self.postprocess_cfg)
+        detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, state.tracks,
+                                               self.track_filter_cfg, inputs.sequence_ids)
+        return detections, replace(outputs["state"], tracks=tracks)
 
 
 def build_detector(cfg: ModelConfig) -> SparseCompDetector:
@@ -130,7 +139,8 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     fuser = ConvFuser([cfg.bev_channels] * (2 if lidar is not None else 1), cfg.bev_channels)
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
-                              DynamicLoss(cfg.loss, grid), cfg.postprocess, view_levels, vt.use_completed_cameras)
+                              DynamicLoss(cfg.loss, grid), cfg.postprocess, view_levels, vt.use_completed_cameras,
+                              cfg.track_filter)
 
 
 class CheckpointError(ValueError):

@@ -15,6 +15,7 @@ from .completion.cascade import CascadeConfig
 from .head.dynamic_head import DynamicHeadConfig
 from .head.losses import DynamicLossConfig
 from .head.postprocess import PostProcessConfig
+from .head.track_filter import TrackFilterConfig
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ModelConfig:
     head: DynamicHeadConfig = field(default_factory=DynamicHeadConfig)
     loss: DynamicLossConfig = field(default_factory=DynamicLossConfig)
     postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
+    track_filter: TrackFilterConfig = field(default_factory=TrackFilterConfig)
 
     def __post_init__(self) -> None:
         if (self.image_height is None) != (self.image_width is None):

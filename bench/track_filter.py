@@ -1,0 +1,102 @@
+"""The track filter (head/track_filter.py) replayed on one recorded model run, per setting.
+
+The filter only rewrites the velocities (and optionally the centres) of the
+detections the model gave, from their ids, poses and times, so one clean pass of
+the model (bench/track_id_replay.py's recording) lets every setting be scored in
+seconds: detection figures (mAP, NDS, mAVE, mATE) and the tracking section, each
+against the model's own output (no filter).
+
+    python bench/track_filter.py --checkpoint models/tiny_default.pt [--version v1.0-synthetic-val]
+        [--recording outputs/track_id_recording.pt] [--name track_filter]
+
+Writes bench/results/<name>-<cpu|gpu>.json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import evaluation_parser, write_result  # noqa: E402
+from track_id_replay import as_detection, record  # noqa: E402
+
+from sparsecomp_core.evaluation.metrics import detection_report  # noqa: E402
+from sparsecomp_core.evaluation.tracking_metrics import tracking_metrics  # noqa: E402
+from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_sample  # noqa: E402
+
+BASE = TrackFilterConfig(enabled=True)
+SETTINGS = [  # name, config (None: the model's output as it is)
+    ("no filter", None),
+    ("filter (defaults)", BASE),
+    ("velocity noise 1.5 m/s", replace(BASE, velocity_noise_mps=1.5)),
+    ("velocity noise 6 m/s", replace(BASE, velocity_noise_mps=6.0)),
+    ("acceleration 2 m/s2", replace(BASE, acceleration_noise_mps2=2.0)),
+    ("position noise 0.3 m", replace(BASE, position_noise_m=0.3)),
+    ("position noise 0.8 m", replace(BASE, position_noise_m=0.8)),
+    ("gate 2 m", replace(BASE, gate_m=2.0)),
+    ("defaults + smoothed centres", replace(BASE, smooth_centres=True)),
+]
+
+
+def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None) -> dict:
+    """The recorded sequences with each frame's detections passed through the filter."""
+    sequences = {}
+    for name, seq in recording["sequences"].items():
+        state, frames = None, []
+        for index, (gt, preds) in enumerate(seq):
+            detections = [as_detection(p) for p in preds]
+            if cfg is not None and detections:
+                boxes = torch.from_numpy(np.stack([d.box for d in detections]))
+                labels = torch.tensor([d.label for d in detections])
+                ids = torch.tensor([d.track_id for d in detections])
+                pose, time_us = recording["ego_poses"][name][index], recording["timestamps"][name][index]
+                boxes, state = filter_sample(boxes, labels, ids, pose, int(time_us), state, cfg, name)
+                detections = [replace(d, box=b) for d, b in zip(detections, boxes.numpy())]
+            frames.append(([as_detection(g) for g in gt], detections))
+        sequences[name] = frames
+    return sequences
+
+
+def figures(recording: dict, sequences: dict) -> dict:
+    gts = {g[0].sample: g for seq in sequences.values() for g, _ in seq if g}   # frames without any: no entry
+    preds = [p for seq in sequences.values() for _, frame in seq for p in frame]
+    report = detection_report(gts, preds)
+    poses = {name: [p.numpy() for p in value] for name, value in recording["ego_poses"].items()}
+    tracking = tracking_metrics(sequences, 0.3, poses, recording["timestamps"])
+    cars = tracking["operating_point"]["continuously_visible"].get("car", {})
+    car = report["per_class"].get("car", {})
+    return {"mAP": report["mAP"], "NDS": report["NDS"], "mAVE": report["mAVE"], "mATE": report["mATE"],
+            "car_AVE": car.get("vel_err"), "AMOTA": tracking["amota"], "AMOTP": tracking["amotp"],
+            "IDS_per_100_gt_at_0.3": tracking["operating_point"]["id_switches_per_100_gt"],
+            "cars_median_id_keep_fraction": cars.get("median_id_keep_fraction")}
+
+
+def main() -> None:
+    parser = evaluation_parser(__doc__, "track_filter", device=False)
+    parser.add_argument("--recording", default="outputs/track_id_recording.pt",
+                        help="the recorded model run (written when absent, reused when present)")
+    args = parser.parse_args()
+    path = Path(args.recording)
+    if path.exists():
+        recording = torch.load(path, weights_only=True)
+    else:
+        recording = record(args.checkpoint, args.data_root, args.version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(recording, path)
+    rows = [{"setting": name, "config": None if cfg is None else vars(cfg),
+             **figures(recording, filtered_sequences(recording, cfg))} for name, cfg in SETTINGS]
+    keys = [k for k in rows[0] if k not in ("setting", "config")]
+    print("| setting | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    for row in rows:
+        print(f"| {row['setting']} | " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k])
+                                                    for k in keys) + " |")
+    write_result(args.name, {"checkpoint": Path(args.checkpoint).name, "data": f"{args.data_root}/{args.version}",
+                             "settings": rows})
+
+
+if __name__ == "__main__":
+    main()
