@@ -38,6 +38,11 @@ SETTINGS = [  # name, config (None: the model's output as it is)
     ("position noise 0.3 m", replace(BASE, position_noise_m=0.3)),
     ("position noise 0.8 m", replace(BASE, position_noise_m=0.8)),
     ("gate 2 m", replace(BASE, gate_m=2.0)),
+    ("velocity only (no re-identification)", replace(BASE, reid_gate_m=0.0)),
+    ("re-identification gate 2 m", replace(BASE, reid_gate_m=2.0)),
+    ("re-identification gate 5 m", replace(BASE, reid_gate_m=5.0)),
+    ("re-identification after 1 hit", replace(BASE, reid_min_hits=1)),
+    ("re-identification from score 0.2", replace(BASE, reid_min_score=0.2)),
     ("defaults + smoothed centres", replace(BASE, smooth_centres=True)),
 ]
 
@@ -53,9 +58,10 @@ def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None) -> dict:
                 boxes = torch.from_numpy(np.stack([d.box for d in detections]))
                 labels = torch.tensor([d.label for d in detections])
                 ids = torch.tensor([d.track_id for d in detections])
+                scores = torch.tensor([d.score for d in detections])
                 pose, time_us = recording["ego_poses"][name][index], recording["timestamps"][name][index]
-                boxes, state = filter_sample(boxes, labels, ids, pose, int(time_us), state, cfg, name)
-                detections = [replace(d, box=b) for d, b in zip(detections, boxes.numpy())]
+                boxes, ids, state = filter_sample(boxes, labels, ids, scores, pose, int(time_us), state, cfg, name)
+                detections = [replace(d, box=b, track_id=int(i)) for d, b, i in zip(detections, boxes.numpy(), ids)]
             frames.append(([as_detection(g) for g in gt], detections))
         sequences[name] = frames
     return sequences

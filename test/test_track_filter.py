@@ -11,6 +11,7 @@ import torch
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_detections, filter_sample
 
 CFG = TrackFilterConfig()
+ONE = torch.tensor([0.9])     # a confident detection's score
 DT_US = 100_000          # 10 Hz
 
 
@@ -49,7 +50,7 @@ def run_track(frames: int, true_velocity=np.array([6.0, -2.0]), label: int = 0, 
         pose = ego_pose(t)
         centre = np.array([20.0, 5.0]) + true_velocity * t + rng.normal(0, centre_noise_m, 2)
         box = ego_box(centre, true_velocity + head_error, pose)[None]
-        boxes, state = filter_sample(box, torch.tensor([label]), torch.tensor([7]), pose, frame * DT_US, state, CFG)
+        boxes, _, state = filter_sample(box, torch.tensor([label]), torch.tensor([7]), ONE, pose, frame * DT_US, state, CFG)
         out.append((boxes[0], box[0], pose))
     return out, state
 
@@ -82,7 +83,7 @@ def test_an_id_that_jumps_to_another_object_starts_a_new_track():
     frames, state = run_track(20)
     pose = ego_pose(2.0)
     far_away = ego_box(np.array([60.0, 40.0]), np.array([1.0, 1.0]), pose)[None]
-    boxes, state = filter_sample(far_away, torch.tensor([0]), torch.tensor([7]), pose, 20 * DT_US, state, CFG)
+    boxes, _, state = filter_sample(far_away, torch.tensor([0]), torch.tensor([7]), ONE, pose, 20 * DT_US, state, CFG)
     torch.testing.assert_close(boxes, far_away)          # the head's velocity, not the old track's
     assert list(state.ids) == [7]
 
@@ -95,7 +96,7 @@ def test_a_scene_change_forgets_every_track(case):
     state = replace(state, sequence_id="first") if sequence else state
     pose = ego_pose(time_us * 1e-6)
     box = ego_box(np.array([32.0, 1.0]), np.array([1.0, 1.0]), pose)[None]
-    boxes, _ = filter_sample(box, torch.tensor([0]), torch.tensor([7]), pose, time_us, state, CFG, sequence)
+    boxes, _, _ = filter_sample(box, torch.tensor([0]), torch.tensor([7]), ONE, pose, time_us, state, CFG, sequence)
     torch.testing.assert_close(boxes, box)
 
 
@@ -108,18 +109,18 @@ def test_a_track_missed_for_a_while_continues_and_one_unseen_too_long_is_forgott
             t += 0.5
             pose = ego_pose(t)
             other = ego_box(np.array([0.0, 30.0]), np.zeros(2), pose)[None]
-            _, state = filter_sample(other, torch.tensor([0]), torch.tensor([8]), pose, round(t * 1e6), state, CFG)
+            _, _, state = filter_sample(other, torch.tensor([0]), torch.tensor([8]), ONE, pose, round(t * 1e6), state, CFG)
         t = 2.9 + missed_s
         pose = ego_pose(t)
         box = ego_box(np.array([20.0, 5.0]) + truth * t, truth + np.array([-4.0, 3.0]), pose)[None]
-        boxes, _ = filter_sample(box, torch.tensor([0]), torch.tensor([7]), pose, round(t * 1e6), state, CFG)
+        boxes, _, _ = filter_sample(box, torch.tensor([0]), torch.tensor([7]), ONE, pose, round(t * 1e6), state, CFG)
         error = np.linalg.norm(global_velocity(boxes[0], pose) - truth)
         assert (error < 1.0) == continues, (missed_s, error)
 
 
 def test_filter_detections_per_sample_and_disabled_is_the_identity():
     detections = [{"boxes": torch.zeros(1, 10), "labels": torch.tensor([0]), "ids": torch.tensor([3]),
-                   "scores": torch.tensor([0.9])} for _ in range(2)]
+                   "scores": ONE} for _ in range(2)]
     poses, times = torch.eye(4).expand(2, 4, 4), torch.tensor([0, 0])
     same, states = filter_detections(detections, poses, times, (), replace(CFG, enabled=False))
     assert same is detections and states == ()
@@ -129,3 +130,66 @@ def test_filter_detections_per_sample_and_disabled_is_the_identity():
     out, _ = filter_detections(moved, poses, torch.tensor([100_000, 100_000]), states, CFG, ["a", "b"])
     # Both samples moved 1 m in 0.1 s against a head velocity of 0: each filters its own track.
     assert all(float(o["boxes"][0, 7]) > 0.5 for o in out)
+
+
+def lost_and_back(gap_frames: int, new_id: int = 42, score: float = 0.9, offset=np.zeros(2), then_frames: int = 3,
+                  cfg: TrackFilterConfig = CFG):
+    """Id 7 tracked for 3 s at 6.3 m/s, missed ``gap_frames`` (only another object seen),
+    then back (shifted by ``offset``) under the head's ``new_id`` for ``then_frames``.
+    Returns the published ids and the global velocities of those frames."""
+    truth = np.array([6.0, -2.0])
+    _, state = run_track(30)
+    frame = 30
+    for _ in range(gap_frames):
+        pose = ego_pose(frame * 0.1)
+        other = ego_box(np.array([0.0, 40.0]), np.zeros(2), pose)[None]
+        _, _, state = filter_sample(other, torch.tensor([0]), torch.tensor([8]), ONE, pose, frame * DT_US, state, cfg)
+        frame += 1
+    ids, velocities = [], []
+    for _ in range(then_frames):
+        t = frame * 0.1
+        pose = ego_pose(t)
+        box = ego_box(np.array([20.0, 5.0]) + truth * t + offset, truth + np.array([-4.0, 3.0]), pose)[None]
+        boxes, out_ids, state = filter_sample(box, torch.tensor([0]), torch.tensor([new_id]), torch.tensor([score]),
+                                              pose, frame * DT_US, state, cfg)
+        ids.append(int(out_ids[0]))
+        velocities.append(global_velocity(boxes[0], pose))
+        frame += 1
+    return ids, velocities
+
+
+def test_an_object_missed_for_a_second_comes_back_under_its_old_id_and_keeps_it():
+    ids, velocities = lost_and_back(gap_frames=10)
+    assert ids == [7, 7, 7]                              # the head's new id 42 is an alias of 7 from then on
+    assert all(np.linalg.norm(v - np.array([6.0, -2.0])) < 1.0 for v in velocities)   # the track's velocity
+
+
+@pytest.mark.parametrize("case", ["too far", "not confident", "re-identification off"])
+def test_a_new_id_keeps_its_own_id_when_it_cannot_be_the_lost_object(case):
+    kwargs = {"too far": dict(offset=np.array([0.0, 3.5])), "not confident": dict(score=0.2),
+              "re-identification off": dict(cfg=replace(CFG, reid_gate_m=0.0))}[case]
+    ids, _ = lost_and_back(gap_frames=10, **kwargs)
+    assert ids == [42, 42, 42]
+
+
+def test_when_the_head_continues_the_old_id_too_the_alias_gives_way():
+    """Id 7 lost, back as 42 (re-identified as 7); then the head outputs 7 itself
+    beside 42: 7 keeps its id, 42 gets its own, and no id is published twice."""
+    _, state = run_track(30)
+    truth = np.array([6.0, -2.0])
+    for frame in range(30, 40):
+        pose = ego_pose(frame * 0.1)
+        _, _, state = filter_sample(ego_box(np.array([0.0, 40.0]), np.zeros(2), pose)[None], torch.tensor([0]),
+                                    torch.tensor([8]), ONE, pose, frame * DT_US, state, CFG)
+    t = 4.0
+    pose = ego_pose(t)
+    back = ego_box(np.array([20.0, 5.0]) + truth * t, truth, pose)[None]
+    _, out_ids, state = filter_sample(back, torch.tensor([0]), torch.tensor([42]), ONE, pose, 40 * DT_US, state, CFG)
+    assert out_ids.tolist() == [7] and state.aliases == {42: 7}
+    t = 4.1
+    pose = ego_pose(t)
+    both = torch.cat([ego_box(np.array([20.0, 5.0]) + truth * t, truth, pose)[None],
+                      ego_box(np.array([20.0, 9.0]) + truth * t, truth, pose)[None]])
+    _, out_ids, state = filter_sample(both, torch.tensor([0, 0]), torch.tensor([42, 7]), torch.tensor([0.9, 0.9]),
+                                      pose, 41 * DT_US, state, CFG)
+    assert out_ids.tolist() == [42, 7] and 42 not in state.aliases

@@ -1,4 +1,4 @@
-"""Track filter: each object id's velocity (and optionally centre) from its whole track.
+"""Track filter: each object's velocity from its whole track, and its id across short misses.
 
 One frame's detection gives a centre good to a few decimetres and a velocity
 good to metres per second (bench/velocity_breakdown.py: finite differences one
@@ -10,13 +10,22 @@ the velocity of the whole track: the filter trusts the head's velocity on a
 new track and the displacement of the centres as the track grows, as the
 Kalman filters of AB3DMOT and SimpleTrack do.
 
-The filter never creates, drops or moves a detection between ids; it rewrites
-the velocity (and with ``smooth_centres`` the centre) of the detections it is
-given. Static classes keep velocity 0. A detection whose centre falls farther
-than ``gate_m`` from where its track was predicted restarts the track (an id
-handed on to another object must not average two objects). Tracks unseen for
-``max_gap_s`` are forgotten; a scene change (time going backwards, a gap over
-``max_gap_s``, another sequence id) forgets all.
+Ids: the head continues an id only from the kept queries of its last few
+frames, so an object missed for longer comes back under a new id. The filter
+keeps a track for ``max_gap_s``; a confident detection (score >= ``reid_min_score``)
+under an id the filter has no track for takes over the id of a lost track of its
+class (one not seen this frame, confirmed by ``reid_min_hits`` confident frames)
+whose prediction lies within ``reid_gate_m`` (Hungarian on the distance). The
+head's new id is remembered as an alias of the old one, so its next frames keep
+the old id too. ``reid_gate_m`` 0 turns this off.
+
+The filter never creates or drops a detection; it rewrites the velocity (with
+``smooth_centres`` the centre too) and, by re-identification, the id. Static
+classes keep velocity 0 and get no track. A detection whose centre falls
+farther than ``gate_m`` from where its id's track was predicted restarts the
+track (an id handed on to another object must not average two objects). A
+scene change (time going backwards, a gap over ``max_gap_s``, another sequence
+id) forgets everything.
 
 The state is explicit (``TrackFilterState``, one per sample of a batch), like
 every other piece of temporal state in the model.
@@ -28,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .boxes import STATIC_CLASSES
@@ -42,22 +52,36 @@ class TrackFilterConfig:
     gate_m: float = 4.0                    # an id's centre this far from its prediction: a new track
     max_gap_s: float = 2.0                 # a track unseen this long is forgotten
     smooth_centres: bool = False           # also replace the centre by the filtered one
+    reid_gate_m: float = 3.0               # a new id this near a lost track's prediction takes its id (0: off)
+    reid_min_score: float = 0.3            # only detections this confident take over or confirm a track
+    reid_min_hits: int = 3                 # confident frames before a lost track can be taken over
 
     def __post_init__(self) -> None:
         for name in ("position_noise_m", "velocity_noise_mps", "acceleration_noise_mps2", "gate_m", "max_gap_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"track_filter.{name} must be > 0 (got {getattr(self, name)})")
+        if self.reid_gate_m < 0 or self.reid_min_hits < 1:
+            raise ValueError("track_filter.reid_gate_m must be >= 0 and reid_min_hits >= 1")
+
+
+def _empty(shape: tuple, dtype=np.float64):
+    return field(default_factory=lambda: np.zeros(shape, dtype))
 
 
 @dataclass(frozen=True)
 class TrackFilterState:
-    """One sample's tracks: ids [N] int64, means [N, 4] (x, y, vx, vy; global frame,
-    metres and m/s), covariances [N, 4, 4], last_seen_us [N] int64; and the last
-    frame's time and sequence id (None before the first frame)."""
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    means: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
-    covariances: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
-    last_seen_us: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """One sample's tracks: ids [N] int64 (the published id), labels [N] int64, means
+    [N, 4] (x, y, vx, vy; global frame, metres and m/s), covariances [N, 4, 4],
+    last_seen_us [N] int64, hits [N] int64 (confident frames); aliases: the head's id ->
+    the published id it continues; the last frame's time and sequence id (None
+    before the first frame)."""
+    ids: np.ndarray = _empty((0,), np.int64)
+    labels: np.ndarray = _empty((0,), np.int64)
+    means: np.ndarray = _empty((0, 4))
+    covariances: np.ndarray = _empty((0, 4, 4))
+    last_seen_us: np.ndarray = _empty((0,), np.int64)
+    hits: np.ndarray = _empty((0,), np.int64)
+    aliases: dict = field(default_factory=dict)
     timestamp_us: int | None = None
     sequence_id: object = None
 
@@ -77,44 +101,66 @@ def _transition(dt: np.ndarray, acceleration_noise: float) -> tuple[np.ndarray, 
     return F, Q
 
 
-def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, ego2global: Tensor, timestamp_us: int,
+def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, ego2global: Tensor, timestamp_us: int,
                   state: TrackFilterState | None, cfg: TrackFilterConfig,
-                  sequence_id: object = None) -> tuple[Tensor, TrackFilterState]:
+                  sequence_id: object = None) -> tuple[Tensor, Tensor, TrackFilterState]:
     """One sample's detections: boxes [K, 10] (ego frame: centre, size, yaw, velocity),
-    labels [K], ids [K] (unique within the frame), ego2global [4, 4], timestamp_us.
-    Returns the boxes with filtered velocities (and centres with ``smooth_centres``),
-    same dtype and device, and the new state."""
+    labels [K], ids [K] (the head's; unique within the frame), scores [K], ego2global
+    [4, 4], timestamp_us. Returns the boxes with filtered velocities (and centres with
+    ``smooth_centres``), the published ids [K] (same dtype and device as given) and the
+    new state."""
     state = state or TrackFilterState()
     gap_s = None if state.timestamp_us is None else (timestamp_us - state.timestamp_us) * 1e-6
     if gap_s is None or gap_s <= 0 or gap_s > cfg.max_gap_s or (
             sequence_id is not None and state.sequence_id is not None and sequence_id != state.sequence_id):
         state = TrackFilterState()
-    keep = (timestamp_us - state.last_seen_us) * 1e-6 <= cfg.max_gap_s
-    track_ids, means, covariances, last_seen = (state.ids[keep], state.means[keep], state.covariances[keep],
-                                                state.last_seen_us[keep])
+    live = (timestamp_us - state.last_seen_us) * 1e-6 <= cfg.max_gap_s
+    track_ids, track_labels, means, covariances, last_seen, hits = (
+        state.ids[live], state.labels[live], state.means[live], state.covariances[live], state.last_seen_us[live],
+        state.hits[live])
+    aliases = {head: own for head, own in state.aliases.items() if own in set(track_ids.tolist())}
 
     pose = ego2global.detach().cpu().double().numpy()
     rotation, translation = pose[:2, :2], pose[:2, 3]
     box_np = boxes.detach().cpu().double().numpy()
-    label_np, id_np = labels.cpu().numpy(), ids.cpu().numpy().astype(np.int64)
+    label_np, score_np = labels.cpu().numpy(), scores.detach().cpu().numpy()
+    head_ids = ids.cpu().numpy().astype(np.int64)
+    out_ids = np.array([aliases.get(int(i), int(i)) for i in head_ids], dtype=np.int64)
+    aliased = out_ids != head_ids
+    for i in np.nonzero(aliased)[0]:       # the head continued the old id itself as well: it keeps it
+        if (out_ids[~aliased] == out_ids[i]).any():
+            out_ids[i] = head_ids[i]
+            aliases.pop(int(head_ids[i]), None)
     centres = box_np[:, :2] @ rotation.T + translation                      # [K, 2] global
     velocities = box_np[:, 7:9] @ rotation.T                                # [K, 2] global axes
     measured = np.concatenate([centres, velocities], axis=1)               # [K, 4]
     R = np.diag([cfg.position_noise_m ** 2] * 2 + [cfg.velocity_noise_mps ** 2] * 2)
 
     moving = ~np.isin(label_np, STATIC_CLASSES)
-    # Every live track predicted to now.
     F, Q = _transition((timestamp_us - last_seen) * 1e-6, cfg.acceleration_noise_mps2)
-    predicted = np.einsum("nij,nj->ni", F, means)
+    predicted = np.einsum("nij,nj->ni", F, means)                          # every live track, now
     predicted_cov = F @ covariances @ F.transpose(0, 2, 1) + Q
-    track_of = np.full(len(measured), -1, dtype=np.int64)         # detection -> track row
+    track_of = np.full(len(measured), -1, dtype=np.int64)                  # detection -> track row
     row_of = {int(t): r for r, t in enumerate(track_ids)}
-    for k in np.nonzero(moving)[0]:                               # its id's track, unless it jumped
-        r = row_of.get(int(id_np[k]), -1)
+    for k in np.nonzero(moving)[0]:                                        # its id's track, unless it jumped
+        r = row_of.get(int(out_ids[k]), -1)
         if r >= 0 and np.linalg.norm(measured[k, :2] - predicted[r, :2]) <= cfg.gate_m:
             track_of[k] = r
-    out_means = measured.copy()                                   # unmatched: a new track from the detection
+    if cfg.reid_gate_m > 0:                                                # a new id near a lost track
+        newcomers = np.nonzero(moving & (score_np >= cfg.reid_min_score) & ~np.isin(out_ids, track_ids))[0]
+        lost = np.setdiff1d(np.nonzero(hits >= cfg.reid_min_hits)[0], track_of[track_of >= 0])
+        lost = lost[~np.isin(track_ids[lost], out_ids)]
+        if len(newcomers) and len(lost):
+            distance = np.linalg.norm(measured[newcomers, None, :2] - predicted[None, lost, :2], axis=-1)
+            allowed = (distance < cfg.reid_gate_m) & (label_np[newcomers, None] == track_labels[None, lost])
+            for r, c in zip(*linear_sum_assignment(np.where(allowed, distance, 1e6))):
+                if allowed[r, c]:
+                    k, row = newcomers[r], lost[c]
+                    track_of[k], out_ids[k] = row, track_ids[row]
+                    aliases[int(head_ids[k])] = int(track_ids[row])
+    out_means = measured.copy()                                            # unmatched: a new track
     out_covariances = np.tile(R, (len(measured), 1, 1))
+    out_hits = (score_np >= cfg.reid_min_score).astype(np.int64)
     matched = np.nonzero(track_of >= 0)[0]
     if len(matched):
         r = track_of[matched]
@@ -122,22 +168,25 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, ego2global: Tensor
         gain = P @ np.linalg.inv(P + R)
         out_means[matched] = predicted[r] + np.einsum("nij,nj->ni", gain, measured[matched] - predicted[r])
         out_covariances[matched] = (np.eye(4) - gain) @ P
+        out_hits[matched] += hits[r]
 
     result = box_np.copy()
-    inverse = rotation.T
-    result[moving, 7:9] = (out_means[moving, 2:4]) @ inverse.T
+    result[moving, 7:9] = out_means[moving, 2:4] @ rotation
     result[~moving, 7:9] = 0.0
     if cfg.smooth_centres:
-        result[moving, :2] = (out_means[moving, :2] - translation) @ inverse.T
+        result[moving, :2] = (out_means[moving, :2] - translation) @ rotation
 
-    unseen = ~np.isin(track_ids, id_np[moving])                  # a jumped id's old track ends too
+    unseen = ~np.isin(track_ids, out_ids[moving])                         # a jumped id's old track ends too
     new_state = TrackFilterState(
-        ids=np.concatenate([track_ids[unseen], id_np[moving]]),
+        ids=np.concatenate([track_ids[unseen], out_ids[moving]]),
+        labels=np.concatenate([track_labels[unseen], label_np[moving]]),
         means=np.concatenate([means[unseen], out_means[moving]]),
         covariances=np.concatenate([covariances[unseen], out_covariances[moving]]),
         last_seen_us=np.concatenate([last_seen[unseen], np.full(int(moving.sum()), timestamp_us, np.int64)]),
-        timestamp_us=int(timestamp_us), sequence_id=sequence_id)
-    return torch.as_tensor(result, dtype=boxes.dtype, device=boxes.device), new_state
+        hits=np.concatenate([hits[unseen], out_hits[moving]]),
+        aliases=aliases, timestamp_us=int(timestamp_us), sequence_id=sequence_id)
+    return (torch.as_tensor(result, dtype=boxes.dtype, device=boxes.device),
+            torch.as_tensor(out_ids, dtype=ids.dtype, device=ids.device), new_state)
 
 
 def filter_detections(detections: list[dict[str, Tensor]], ego2global: Tensor, timestamp_us: Tensor,
@@ -146,7 +195,7 @@ def filter_detections(detections: list[dict[str, Tensor]], ego2global: Tensor, t
     """``filter_sample`` per sample of a batch: detections as head.postprocess gives them
     (boxes [K, 10], labels [K], ids [K], ...), ego2global [B, 4, 4], timestamp_us [B],
     states: one TrackFilterState per sample (() before the first frame). Returns the
-    detections with filtered boxes and the new states; with ``cfg.enabled`` false,
+    detections with filtered boxes and published ids, and the new states; with ``cfg.enabled`` false,
     both unchanged."""
     if not cfg.enabled:
         return detections, states
@@ -154,9 +203,9 @@ def filter_detections(detections: list[dict[str, Tensor]], ego2global: Tensor, t
         states = (None,) * len(detections)
     filtered, new_states = [], []
     for b, (detection, state) in enumerate(zip(detections, states)):
-        boxes, state = filter_sample(detection["boxes"], detection["labels"], detection["ids"], ego2global[b],
-                                     int(timestamp_us[b]), state, cfg,
-                                     None if sequence_ids is None else sequence_ids[b])
-        filtered.append({**detection, "boxes": boxes})
+        boxes, ids, state = filter_sample(detection["boxes"], detection["labels"], detection["ids"],
+                                          detection["scores"], ego2global[b], int(timestamp_us[b]), state, cfg,
+                                          None if sequence_ids is None else sequence_ids[b])
+        filtered.append({**detection, "boxes": boxes, "ids": ids})
         new_states.append(state)
     return filtered, tuple(new_states)
