@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import evaluation_parser, write_result  # noqa: E402
-from track_id_replay import as_detection, record  # noqa: E402
+from common import write_result  # noqa: E402
+from track_id_replay import as_detection, load_or_record, recording_arguments  # noqa: E402
 
 from sparsecomp_core.evaluation.metrics import detection_report  # noqa: E402
 from sparsecomp_core.evaluation.tracking_metrics import tracking_metrics  # noqa: E402
@@ -82,17 +82,8 @@ def figures(recording: dict, sequences: dict) -> dict:
 
 
 def main() -> None:
-    parser = evaluation_parser(__doc__, "track_filter", device=False)
-    parser.add_argument("--recording", default="outputs/track_id_recording.pt",
-                        help="the recorded model run (written when absent, reused when present)")
-    args = parser.parse_args()
-    path = Path(args.recording)
-    if path.exists():
-        recording = torch.load(path, weights_only=True)
-    else:
-        recording = record(args.checkpoint, args.data_root, args.version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(recording, path)
+    args = recording_arguments(__doc__, "track_filter")
+    recording = load_or_record(args)
     rows = [{"setting": name, "config": None if cfg is None else vars(cfg),
              **figures(recording, filtered_sequences(recording, cfg))} for name, cfg in SETTINGS]
     keys = [k for k in rows[0] if k not in ("setting", "config")]

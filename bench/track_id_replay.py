@@ -132,18 +132,28 @@ def figures(recording: dict, sequences: dict) -> dict:
             "cars_median_id_run_frames": cars.get("median_id_run_frames"), "continuous_cars": cars.get("objects")}
 
 
-def main() -> None:
-    parser = evaluation_parser(__doc__, "track_id_replay", device=False)
+def recording_arguments(doc: str, name: str):
+    """The parsed arguments of a script that replays a recording: evaluation_parser's and --recording."""
+    parser = evaluation_parser(doc, name, device=False)
     parser.add_argument("--recording", default="outputs/track_id_recording.pt",
                         help="the recorded model run (written when absent, reused when present)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def load_or_record(args) -> dict:
+    """The recording at ``args.recording``; made first (one model run) when the file does not exist."""
     path = Path(args.recording)
     if path.exists():
-        recording = torch.load(path, weights_only=True)
-    else:
-        recording = record(args.checkpoint, args.data_root, args.version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(recording, path)
+        return torch.load(path, weights_only=True)
+    recording = record(args.checkpoint, args.data_root, args.version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(recording, path)
+    return recording
+
+
+def main() -> None:
+    args = recording_arguments(__doc__, "track_id_replay")
+    recording = load_or_record(args)
     own = replay(recording, recording["min_score"], recording["min_score"], recording["gate"])
     recorded_ids = [p["track_id"] for seq in recording["sequences"].values() for _, preds in seq for p in preds]
     replayed_ids = [p.track_id for seq in own.values() for _, preds in seq for p in preds]
