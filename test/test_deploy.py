@@ -25,8 +25,6 @@ from sparsecomp_core.deploy.runner import FixedShapeRunner
 from sparsecomp_core.deploy.tolerance import OUTPUTS, TOLERANCE, align_queries, assert_boxes_close
 from sparsecomp_core.geometry import cam2ego_from_heading
 from sparsecomp_core.models.detector import load_detector
-from sparsecomp_core.models.head.postprocess import postprocess
-from sparsecomp_core.models.head.track_filter import filter_detections
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import REPO_ROOT  # noqa: E402
@@ -142,9 +140,7 @@ def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny):
         assert_outputs_close(outputs, eager)
         assert torch.equal(outputs["completed_cameras"], eager["completion"]["completed_cameras"])
         any_failed_and_completed |= bool(outputs["completed_cameras"].any())
-        eager_detections, eager_tracks = filter_detections(postprocess(eager, model.postprocess_cfg), inputs.ego2global,
-                                                           inputs.timestamp_us, eager_tracks, cfg.track_filter,
-                                                           inputs.sequence_ids)
+        eager_detections, eager_tracks = model.detections(eager, inputs, eager_tracks)
         assert_same_detections(eager_detections, detections)
         detected += sum(len(d["scores"]) for d in detections)
         # The newest history slot is this frame as observed, like the eager history's newest frame.

@@ -18,7 +18,6 @@ from sparsecomp_core.deploy.check_sequence import check_sequence
 from sparsecomp_core.deploy.onnx_runner import OnnxRunner
 from sparsecomp_core.deploy.runner import FixedShapeRunner
 from sparsecomp_core.models.detector import load_detector
-from sparsecomp_core.models.head.postprocess import postprocess
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import REPO_ROOT  # noqa: E402
@@ -66,6 +65,7 @@ def test_onnxruntime_steps_the_graph_like_the_eager_model(exported):
     model, cfg = load_detector(TINY)
     runner = OnnxRunner(out, intra_op_threads=1)
     eager_state, onnx_state = model.initial_state(), None
+    eager_tracks: tuple = ()
     masks = set()
     for inputs in check_sequence(cfg.load_rig(), 8, IMAGE_SIZE, seed=3):
         with torch.no_grad():
@@ -75,7 +75,8 @@ def test_onnxruntime_steps_the_graph_like_the_eager_model(exported):
         detections, onnx_state = runner.encoder.finish(outputs, started, inputs, runner.state_names,
                                                        model.postprocess_cfg)
         assert_outputs_close(outputs, eager)
-        assert_same_detections(postprocess(eager, model.postprocess_cfg), detections)
+        eager_detections, eager_tracks = model.detections(eager, inputs, eager_tracks)
+        assert_same_detections(eager_detections, detections)
         masks.add(tuple(inputs.cam_mask[0].tolist()))
     assert len(masks) >= 5
     assert onnx_state.next_id == eager_state.queries.next_id

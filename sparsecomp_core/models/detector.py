@@ -116,10 +116,16 @@ class SparseCompDetector(nn.Module):
         ``track_filter_cfg.enabled``) and the new state."""
         state = state or self.initial_state()
         outputs = self(inputs, state)
-        detections = postprocess(outputs, postprocess_cfg or self.postprocess_cfg)
-        detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, state.tracks,
-                                               self.track_filter_cfg, inputs.sequence_ids)
+        detections, tracks = self.detections(outputs, inputs, state.tracks, postprocess_cfg)
         return detections, replace(outputs["state"], tracks=tracks)
+
+    def detections(self, outputs: dict, inputs: FrameInputs, tracks: tuple = (),
+                   postprocess_cfg: PostProcessConfig | None = None) -> tuple[list[dict], tuple]:
+        """forward's outputs for ``inputs`` -> (detections per sample, new track-filter state):
+        post-processed, then through the track filter from ``tracks`` (ModelState.tracks)."""
+        detections = postprocess(outputs, postprocess_cfg or self.postprocess_cfg)
+        return filter_detections(detections, inputs.ego2global, inputs.timestamp_us, tracks, self.track_filter_cfg,
+                                 inputs.sequence_ids)
 
 
 def build_detector(cfg: ModelConfig) -> SparseCompDetector:
