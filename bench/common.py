@@ -51,6 +51,17 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
+def markdown_table(rows: list[dict], label: str, hidden: tuple[str, ...] = (), number_format: str = ".3g") -> str:
+    """One row per dict: the ``label`` column first, then every other key of the first row
+    not in ``hidden``; floats in ``number_format``."""
+    keys = [k for k in rows[0] if k != label and k not in hidden]
+    lines = [f"| {label} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append(f"| {row[label]} | " + " | ".join(format(row[k], number_format) if isinstance(row[k], float)
+                                                      else str(row[k]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
 def evaluation_parser(doc: str, name: str, checkpoint: str | None = "models/tiny_default.pt",
                       version: str = "v1.0-synthetic-val", device: bool = True) -> argparse.ArgumentParser:
     """The arguments every held-out evaluation benchmark takes: --checkpoint (``None``: the

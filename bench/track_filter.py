@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import markdown_table, write_result  # noqa: E402
 from track_id_replay import as_detection, load_or_record, recording_arguments  # noqa: E402
 
 from sparsecomp_core.evaluation.metrics import detection_report  # noqa: E402
@@ -86,11 +86,7 @@ def main() -> None:
     recording = load_or_record(args)
     rows = [{"setting": name, "config": None if cfg is None else vars(cfg),
              **figures(recording, filtered_sequences(recording, cfg))} for name, cfg in SETTINGS]
-    keys = [k for k in rows[0] if k not in ("setting", "config")]
-    print("| setting | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
-    for row in rows:
-        print(f"| {row['setting']} | " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k])
-                                                    for k in keys) + " |")
+    print(markdown_table(rows, "setting", hidden=("config",), number_format=".3f"))
     write_result(args.name, {"checkpoint": Path(args.checkpoint).name, "data": f"{args.data_root}/{args.version}",
                              "settings": rows})
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import evaluation_parser, write_result  # noqa: E402
+from common import evaluation_parser, markdown_table, write_result  # noqa: E402
 
 from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.detection_metrics import Detection  # noqa: E402
@@ -164,11 +164,7 @@ def main() -> None:
     for name, take, hand_on, gate in RULES:
         rows.append({"rule": name, "take": take, "hand_on": hand_on, "gate_m": gate,
                      **figures(recording, replay(recording, take, hand_on, gate))})
-    keys = [k for k in rows[0] if k not in ("rule", "take", "hand_on", "gate_m")]
-    print("| rule | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
-    for row in rows:
-        print(f"| {row['rule']} | " + " | ".join(f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k])
-                                                 for k in keys) + " |")
+    print(markdown_table(rows, "rule", hidden=("take", "hand_on", "gate_m")))
     write_result(args.name, {"checkpoint": Path(args.checkpoint).name, "data": f"{args.data_root}/{args.version}",
                                      "rules": rows})
 

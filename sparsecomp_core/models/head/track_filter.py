@@ -118,7 +118,8 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
     track_ids, track_labels, means, covariances, last_seen, hits = (
         state.ids[live], state.labels[live], state.means[live], state.covariances[live], state.last_seen_us[live],
         state.hits[live])
-    aliases = {head: own for head, own in state.aliases.items() if own in set(track_ids.tolist())}
+    live_ids = set(track_ids.tolist())
+    aliases = {head: own for head, own in state.aliases.items() if own in live_ids}
 
     pose = ego2global.detach().cpu().double().numpy()
     rotation, translation = pose[:2, :2], pose[:2, 3]
