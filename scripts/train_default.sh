@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces a shipped model from nothing: generates the training and
-# held-out data (fixed seeds), trains stage 1 and stage 2
-# (config/train/<model>_stage1.yaml, _stage2.yaml) and exports the weights.
+# held-out data (fixed seeds), trains stage 1 and stage 2 on 12 scenes, stage 3 on
+# 48 more (config/train/<model>_stage{1,2,3}.yaml) and exports the weights.
 #   scripts/train_default.sh [tiny|tiny_camera] [--device cpu|cuda] [--install]
 #     tiny          camera + LiDAR (5 merged sweeps, LiDAR dropout, velocity from history)
 #     tiny_camera   camera only
@@ -11,10 +11,11 @@
 #                   the shipped model first (the commands are printed at the end)
 # Resumable: rerun the same command after an interruption and every step
 # continues where it stopped (data generation is skipped once its tables exist;
-# training resumes from checkpoints/<model>_stage{1,2}/last.pt; a stage whose model.pt
-# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 2-3 h on 2
-# otherwise idle CPU cores for tiny (1.3-1.4 s per step); on a machine busy with
-# other work, OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
+# training resumes from checkpoints/<model>_stage{1,2,3}/last.pt; a stage whose model.pt
+# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3 h on 2
+# otherwise idle CPU cores for tiny (1-1.4 s per step; stage 3 about 35 min), plus
+# about 25 min to generate the data; on a machine busy with other work,
+# OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
@@ -40,6 +41,7 @@ generate() {  # <version> <seed> <scenes> <frames>
   fi
 }
 generate v1.0-synthetic-train 1 12 100
+generate v1.0-synthetic-train-large 11 48 60   # stage 3: more scenes (docs/data_training_evaluation.md)
 generate v1.0-synthetic-val 2 3 60        # held out: other seeds, never trained on
 
 stage() {  # <stage>: a stage whose model.pt exists is done (training writes it only at the end)
@@ -49,9 +51,10 @@ stage() {  # <stage>: a stage whose model.pt exists is done (training writes it 
 }
 stage stage1
 stage stage2
+stage stage3
 
 RESULT="checkpoints/${MODEL}_default.pt"
-python - "checkpoints/${MODEL}_stage2/model.pt" "$RESULT" <<'PY'
+python - "checkpoints/${MODEL}_stage3/model.pt" "$RESULT" <<'PY'
 import sys
 
 import torch

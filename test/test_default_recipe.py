@@ -1,0 +1,49 @@
+"""scripts/train_default.sh reproduces the shipped models from nothing: its stage configs
+chain (each stage starts from the previous one's result), train the model they are named
+after, and train only on data the script generates with seeds other than the held-out ones."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import REPO_ROOT
+from sparsecomp_core.config import load_config
+from sparsecomp_core.models.model_config import load_model_config
+from sparsecomp_core.training.train import TrainConfig
+
+SCRIPT = REPO_ROOT / "scripts" / "train_default.sh"
+HELD_OUT_SEEDS = {2, 3}       # v1.0-synthetic-val (every reported number) and v1.0-synthetic-tune
+
+
+def script_stages() -> list[str]:
+    return re.findall(r"^stage (stage\d)$", SCRIPT.read_text(), flags=re.MULTILINE)
+
+
+def generated_versions() -> dict[str, int]:
+    """version -> seed of every ``generate <version> <seed> <scenes> <frames>`` line of the script."""
+    return {version: int(seed) for version, seed in
+            re.findall(r"^generate (\S+) (\d+) \d+ \d+", SCRIPT.read_text(), flags=re.MULTILINE)}
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny_camera"])
+def test_stages_chain_and_train_on_generated_training_data_only(model):
+    stages = script_stages()
+    assert stages[0] == "stage1" and len(stages) >= 2
+    versions = generated_versions()
+    previous_out = None
+    for stage in stages:
+        cfg = load_config(TrainConfig, REPO_ROOT / "config" / "train" / f"{model}_{stage}.yaml")
+        assert cfg.model == model
+        load_model_config(cfg.model)
+        assert cfg.out_dir == f"checkpoints/{model}_{stage}"
+        if previous_out is None:
+            assert cfg.init_from is None and cfg.stage == "stage1"
+        else:
+            assert cfg.init_from == f"{previous_out}/model.pt", f"{stage} does not start from the stage before it"
+            assert cfg.stage == "stage2"
+        assert cfg.data_root == "data/synthetic"
+        assert cfg.data_version in versions, f"{stage} trains on {cfg.data_version}, which the script never generates"
+        assert versions[cfg.data_version] not in HELD_OUT_SEEDS, f"{stage} trains on a held-out seed"
+        previous_out = cfg.out_dir
+    assert f'"checkpoints/${{MODEL}}_{stages[-1]}/model.pt"' in SCRIPT.read_text(), "the script exports another stage"
