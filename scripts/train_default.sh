@@ -13,8 +13,8 @@
 # continues where it stopped (data generation is skipped once its tables exist;
 # training resumes from checkpoints/<model>_stage{1,2,3}/last.pt; a stage whose model.pt
 # exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3 h on 2
-# otherwise idle CPU cores for tiny (1-1.4 s per step; stage 3 about 35 min), plus
-# about 25 min to generate the data; on a machine busy with other work,
+# otherwise idle CPU cores for tiny (0.6-1.4 s per step; stage 3 about 20 min), plus
+# about 35 min to generate the data; on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
