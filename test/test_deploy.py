@@ -22,7 +22,8 @@ from sparsecomp_core.deploy.affine import affine_inverse, inverse_3x3
 from sparsecomp_core.deploy.check_sequence import LIDAR_OFF_FRAME, check_sequence
 from sparsecomp_core.deploy.lidar_bucket import PaddedLidarBranch, pad_points
 from sparsecomp_core.deploy.runner import FixedShapeRunner
-from sparsecomp_core.deploy.tolerance import OUTPUTS, TOLERANCE, align_queries, assert_boxes_close
+from sparsecomp_core.deploy.tolerance import (OUTPUTS, TOLERANCE, align_queries, assert_boxes_close, largest_differences,
+                                              velocity_compared)
 from sparsecomp_core.geometry import cam2ego_from_heading
 from sparsecomp_core.models.detector import load_detector
 
@@ -61,7 +62,7 @@ def assert_outputs_close(outputs: dict, eager: dict) -> None:
     decoder layer, queries matched one to one (deploy/tolerance.py: near-ties may swap slots)."""
     expected = {name: eager[name][-1] for name in OUTPUTS}
     aligned = align_queries(outputs, expected)
-    assert_boxes_close(aligned["boxes"], expected["boxes"])
+    assert_boxes_close(aligned["boxes"], expected["boxes"], velocity_compared(expected["cls_logits"]))
     for name in ("cls_logits", "occlusion_logits"):
         torch.testing.assert_close(aligned[name], expected[name], atol=TOLERANCE[name], rtol=0)
 
@@ -89,6 +90,25 @@ def test_outputs_are_compared_with_queries_matched_one_to_one():
     slower = {name: value.clone() for name, value in expected.items()}
     slower["boxes"][0, 2, 7] += 5e-4                                  # within velocity's 1e-3
     assert_boxes_close(align_queries(slower, expected)["boxes"], expected["boxes"])
+
+
+def test_velocity_counts_only_for_queries_at_the_operating_threshold():
+    """A velocity jump (another nearest past detection) on a query below 0.3 passes; the same
+    jump on a confident query, or a position error on the unconfident one, does not."""
+    expected = {"boxes": torch.zeros(1, 2, 10), "cls_logits": torch.tensor([[[-1.8] + [-9.0] * 7, [0.0] + [-9.0] * 7]]),
+                "occlusion_logits": torch.zeros(1, 2, 4)}                   # scores 0.14 and 0.5
+    unconfident_jump = {name: value.clone() for name, value in expected.items()}
+    unconfident_jump["boxes"][0, 0, 7] += 0.017
+    assert largest_differences(unconfident_jump, expected)["box_velocity"] == 0.0
+    assert_boxes_close(unconfident_jump["boxes"], expected["boxes"], velocity_compared(expected["cls_logits"]))
+    confident_jump = {name: value.clone() for name, value in expected.items()}
+    confident_jump["boxes"][0, 1, 7] += 0.017
+    assert largest_differences(confident_jump, expected)["box_velocity"] == pytest.approx(0.017)
+    with pytest.raises(AssertionError, match="box_velocity"):
+        assert_boxes_close(confident_jump["boxes"], expected["boxes"], velocity_compared(expected["cls_logits"]))
+    unconfident_moved = {name: value.clone() for name, value in expected.items()}
+    unconfident_moved["boxes"][0, 0, 0] += 0.01
+    assert largest_differences(unconfident_moved, expected)["box_position_size"] == pytest.approx(0.01)
 
 
 def test_closed_form_inverses_match_linalg_inv():
