@@ -27,6 +27,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from ..evaluation.tracking_metrics import OPERATING_SCORE_THRESHOLD
+
 OUTPUTS = ("boxes", "cls_logits", "occlusion_logits")
 
 # Columns of a box [x, y, z, w, l, h, yaw, vx, vy, vz] (models/head/boxes.py).
@@ -34,7 +36,7 @@ BOX_COLUMNS = {"box_position_size": slice(0, 6), "box_yaw": slice(6, 7), "box_ve
 # Largest allowed |difference|: metres, radians, m/s; logits unitless.
 TOLERANCE = {"box_position_size": 1e-4, "box_yaw": 1e-3, "box_velocity": 1e-3,
              "cls_logits": 1e-4, "occlusion_logits": 1e-4}
-VELOCITY_COMPARED_MIN_SCORE = 0.3
+VELOCITY_COMPARED_MIN_SCORE = OPERATING_SCORE_THRESHOLD    # the node's output.score_threshold
 
 
 def velocity_compared(cls_logits: Tensor) -> Tensor:
