@@ -14,7 +14,9 @@ from sparsecomp_core.config import to_dict
 from sparsecomp_core.data.synthetic.generate import generate
 from sparsecomp_core.models.bev.lidar import LidarBranch
 from sparsecomp_core.models.detector import SparseCompDetector
-from sparsecomp_core.training.train import TrainConfig, load_initial_weights, train
+from sparsecomp_core.data.dataset import ConcatSequenceDataset, SequenceDataset
+from sparsecomp_core.rig import load_rig
+from sparsecomp_core.training.train import TrainConfig, load_initial_weights, load_module_weights, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_detector import micro_config  # noqa: E402
@@ -119,3 +121,63 @@ def test_init_skip_modules_keeps_only_the_named_modules_fresh():
         load_initial_weights(model(8), trained, [])
     with pytest.raises(ValueError, match="names no module"):
         load_initial_weights(model(8), trained, ["fusio"])
+
+
+def test_init_modules_from_takes_the_named_module_from_another_model_and_nothing_else():
+    """A fused model's camera path started from the camera-only model: the named module is the
+    other model's, bit for bit; the rest stays; a module the two models shape differently is refused."""
+    def model(fused_inputs: int) -> torch.nn.Module:
+        return torch.nn.ModuleDict({"camera_branch": torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)),
+                                    "fuser": torch.nn.Linear(4 * fused_inputs, 4)})
+    torch.manual_seed(0)
+    camera_only = model(1)
+    camera_only.camera_branch[1].running_mean.fill_(3.0)      # buffers come along
+    torch.manual_seed(1)
+    fused = model(2)
+    before = {name: value.clone() for name, value in fused.state_dict().items()}
+    assert load_module_weights(fused, "camera_branch", camera_only.state_dict()) == 7    # 2 linear, 5 batch norm
+    for name, value in fused.state_dict().items():
+        expected = camera_only.state_dict()[name] if name.startswith("camera_branch.") else before[name]
+        torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="other shapes"):
+        load_module_weights(fused, "fuser", camera_only.state_dict())
+    with pytest.raises(ValueError, match="names no module"):
+        load_module_weights(fused, "camera", camera_only.state_dict())
+    with pytest.raises(ValueError, match="differs between the models"):
+        load_module_weights(fused, "camera_branch", {"camera_branch.0.weight": torch.zeros(4, 4)})
+
+
+def test_training_on_two_versions_streams_the_scenes_of_both(tmp_path, monkeypatch):
+    """data_version as a list: one set of every version's scenes; stage 2 streams scenes of both, and
+    two versions with the same scene names (one stream id for two scenes) are refused."""
+    for version, seed in (("v1.0-train", 4), ("v1.0-more", 6)):
+        generate(tmp_path / "data", version, "default7", seed=seed, scenes=1, frames=4, image_size=(64, 128),
+                 lidar_beams=8, lidar_azimuths=128, progress=False)
+    rig = load_rig("default7")
+    first, second = (SequenceDataset(str(tmp_path / "data"), v, rig, (64, 128)) for v in ("v1.0-train", "v1.0-more"))
+    both = ConcatSequenceDataset([first, second])
+    assert [name for name, _ in both.scenes] == [first.scenes[0][0], second.scenes[0][0]]
+    assert len(both) == 8 and both.scene_length(1) == 4
+    assert both.load(1, 2).timestamp_us == second.load(0, 2).timestamp_us
+    assert both.load(1, 2).sequence_id == second.scenes[0][0]
+
+    streamed: list[str] = []
+    load = SequenceDataset.load
+
+    def recording_load(self, scene, index):
+        frame = load(self, scene, index)
+        streamed.append(frame.sequence_id)
+        return frame
+    monkeypatch.setattr(SequenceDataset, "load", recording_load)
+    cfg = config(tmp_path, "two_versions", 6, stage="stage2")
+    cfg.data_version = ["v1.0-train", "v1.0-more"]
+    train(cfg)
+    assert set(streamed) == {first.scenes[0][0], second.scenes[0][0]}
+
+    generate(tmp_path / "data", "v1.0-again", "default7", seed=4, scenes=1, frames=4, image_size=(64, 128),
+             lidar_beams=8, lidar_azimuths=128, progress=False)
+    again = SequenceDataset(str(tmp_path / "data"), "v1.0-again", rig, (64, 128))
+    with pytest.raises(ValueError, match="scene names repeat"):
+        ConcatSequenceDataset([first, again])
+    with pytest.raises(ValueError, match="empty list"):
+        TrainConfig(data_version=[])

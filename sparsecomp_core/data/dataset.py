@@ -144,6 +144,36 @@ class SequenceDataset:
         return torch.from_numpy(local).float()
 
 
+class ConcatSequenceDataset:
+    """Several data sets' scenes as one (e.g. a first training set and a larger
+    one generated later), with SequenceDataset's ``scenes``, ``scene_length``
+    and ``load``. A scene's name is its stream id (temporal state, sensor
+    dropout): names must differ across the data sets, else two scenes would
+    run as one stream."""
+
+    def __init__(self, datasets: list[SequenceDataset]):
+        if not datasets:
+            raise ValueError("ConcatSequenceDataset needs at least one data set")
+        self.datasets = datasets
+        self.scenes = [scene for dataset in datasets for scene in dataset.scenes]
+        self._index = [(which, scene) for which, dataset in enumerate(datasets) for scene in range(len(dataset.scenes))]
+        names = [name for name, _ in self.scenes]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"scene names repeat across the data versions ({repeated[:5]}): a scene name is a "
+                             "stream id, so each version must have its own scenes")
+
+    def __len__(self) -> int:
+        return sum(len(dataset) for dataset in self.datasets)
+
+    def scene_length(self, scene: int) -> int:
+        return len(self.scenes[scene][1])
+
+    def load(self, scene: int, index: int) -> Frame:
+        which, local = self._index[scene]
+        return self.datasets[which].load(local, index)
+
+
 def collate(frames: list[Frame], image_size: tuple[int, int], dropout: RandCamMask | None = None,
             with_teacher: bool = False, with_trajectory: bool = True) -> tuple[FrameInputs, list[dict]]:
     """Stack frames into FrameInputs (+ targets). With ``dropout``, simulated

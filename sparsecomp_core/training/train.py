@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import jsonio
 from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
-from ..data.dataset import SequenceDataset, StreamSampler, collate
+from ..data.dataset import ConcatSequenceDataset, SequenceDataset, StreamSampler, collate
 from ..sensor_dropout import SensorDropout, drop_cameras, drop_lidar
 from ..models.model_config import ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
@@ -37,9 +37,11 @@ from .freeze import apply_freeze_schedule, keep_norms_in_eval, parameter_groups
 class TrainConfig:
     model: str = "tiny"                       # config/models/<name>.yaml or a path
     data_root: str = "data/synthetic"
-    data_version: str = "v1.0-synthetic-train"
+    # One version, or several trained on as one set (their scenes must have distinct names).
+    data_version: str | list[str] = "v1.0-synthetic-train"
     # Scenes to train on (data.splits): a nuScenes split of an official version (v1.0-trainval:
     # train; v1.0-mini: mini_train), else a custom split of <version>/splits.json; None: all.
+    # With several versions the split applies to each of them.
     data_split: str | None = None
     stage: Literal["stage1", "stage2"] = "stage1"
     steps: int = 1000
@@ -70,12 +72,18 @@ class TrainConfig:
     # e.g. head.velocity_fusion, which stage 1 never trains (it has no history) and whose shape
     # follows head.queue_length: a stage-1 result of another queue length can then start stage 2.
     init_skip_modules: list[str] = field(default_factory=list)
+    # Modules (name prefix -> checkpoint) whose weights come from another model after init_from,
+    # e.g. {camera_branch: <camera-only model>}: a fused model's camera path that starts as
+    # good as the camera-only model's (docs/data_training_evaluation.md, "Stage 4").
+    init_modules_from: dict[str, str] = field(default_factory=dict)
     checkpoint_every: int = 250
     log_every: int = 10
     seed: int = 0
     out_dir: str = "outputs/train"
 
     def __post_init__(self) -> None:
+        if isinstance(self.data_version, list) and not self.data_version:
+            raise ValueError("data_version: an empty list names no data to train on")
         for name in ("lidar_dropout", "camera_stream_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -104,6 +112,30 @@ def load_initial_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor
     kept = {name: value for name, value in weights.items() if not skipped(name)}
     kept.update({name: value for name, value in own.items() if skipped(name)})
     model.load_state_dict(kept)
+
+
+def load_module_weights(model: torch.nn.Module, prefix: str, weights: dict[str, torch.Tensor]) -> int:
+    """Copies every parameter and buffer under the module ``prefix`` from ``weights`` (another
+    model's state dict) into ``model``; returns how many tensors were copied. The module must
+    exist in both with the same tensor names and shapes."""
+    def under(name: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+    own = {name: value for name, value in model.state_dict().items() if under(name)}
+    theirs = {name: value for name, value in weights.items() if under(name)}
+    if not own:
+        raise ValueError(f"init_modules_from: {prefix!r} names no module of this model")
+    if set(own) != set(theirs):
+        missing, extra = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+        raise ValueError(f"init_modules_from: {prefix!r} differs between the models: missing {missing[:3]}, "
+                         f"unexpected {extra[:3]}")
+    wrong = [name for name in own if own[name].shape != theirs[name].shape]
+    if wrong:
+        raise ValueError(f"init_modules_from: {prefix!r} has other shapes in the source: "
+                         f"{[(n, tuple(own[n].shape), tuple(theirs[n].shape)) for n in wrong[:3]]}")
+    with torch.no_grad():
+        for name, value in own.items():
+            value.copy_(theirs[name])
+    return len(own)
 
 
 def distributed(device: str | None = None) -> tuple[int, int, torch.device]:
@@ -148,8 +180,13 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     if cfg.init_from:
         state = read_checkpoint(cfg.init_from)
         load_initial_weights(model, state["model"] if "model" in state else state, cfg.init_skip_modules)
-    dataset = SequenceDataset(cfg.data_root, cfg.data_version, rig, image_size, lidar_sweeps=model_cfg.lidar.sweeps,
-                              split=cfg.data_split)
+    for prefix, path in cfg.init_modules_from.items():
+        source = read_checkpoint(path)
+        load_module_weights(model, prefix, source["model"] if "model" in source else source)
+    versions = [cfg.data_version] if isinstance(cfg.data_version, str) else cfg.data_version
+    datasets = [SequenceDataset(cfg.data_root, version, rig, image_size, lidar_sweeps=model_cfg.lidar.sweeps,
+                                split=cfg.data_split) for version in versions]
+    dataset = datasets[0] if len(datasets) == 1 else ConcatSequenceDataset(datasets)
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
                             streaming=cfg.stage == "stage2", seed=cfg.seed + 1000 * rank)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.lr_scales, cfg.weight_decay))
