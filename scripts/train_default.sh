@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces a shipped model from nothing: generates the training and
 # held-out data (fixed seeds), trains stage 1 and stage 2 on 12 scenes, stage 3 on
-# 48 more (config/train/<model>_stage{1,2,3}.yaml) and exports the weights.
+# 48 more, stage 4 on all 108 (config/train/<model>_stage{1,2,3,4}.yaml) and exports
+# the weights. Stage 4 of tiny starts its camera path from tiny_camera's stage 4, so
+# tiny first trains tiny_camera (the same script) when that result is missing.
 #   scripts/train_default.sh [tiny|tiny_camera] [--device cpu|cuda] [--install]
 #     tiny          camera + LiDAR (5 merged sweeps, LiDAR dropout, velocity from history)
 #     tiny_camera   camera only
@@ -12,9 +14,10 @@
 # Resumable: rerun the same command after an interruption and every step
 # continues where it stopped (data generation is skipped once its tables exist;
 # training resumes from checkpoints/<model>_stage{1,2,3}/last.pt; a stage whose model.pt
-# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3 h on 2
-# otherwise idle CPU cores for tiny (0.6-1.4 s per step; stage 3 about 20 min), plus
-# about 35 min to generate the data; on a machine busy with other work,
+# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3.5 h on 2
+# otherwise idle CPU cores per model (0.6-1.4 s per step; stage 3 about 20 min, stage 4
+# about 30 min; tiny also needs tiny_camera's), plus about 50 min to generate the data;
+# on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,6 +45,7 @@ generate() {  # <version> <seed> <scenes> <frames>
 }
 generate v1.0-synthetic-train 1 12 100
 generate v1.0-synthetic-train-large 11 48 60   # stage 3: more scenes (docs/data_training_evaluation.md)
+generate v1.0-synthetic-train-extra 13 48 60   # stage 4: more again
 generate v1.0-synthetic-val 2 3 60        # held out: other seeds, never trained on
 
 stage() {  # <stage>: a stage whose model.pt exists is done (training writes it only at the end)
@@ -52,9 +56,13 @@ stage() {  # <stage>: a stage whose model.pt exists is done (training writes it 
 stage stage1
 stage stage2
 stage stage3
+if [[ $MODEL == tiny && ! -f checkpoints/tiny_camera_stage4/model.pt ]]; then
+  "$0" tiny_camera "${DEVICE_ARGS[@]}"     # config/train/tiny_stage4.yaml: init_modules_from
+fi
+stage stage4
 
 RESULT="checkpoints/${MODEL}_default.pt"
-python - "checkpoints/${MODEL}_stage3/model.pt" "$RESULT" <<'PY'
+python - "checkpoints/${MODEL}_stage4/model.pt" "$RESULT" <<'PY'
 import sys
 
 import torch

@@ -43,7 +43,14 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             assert cfg.init_from == f"{previous_out}/model.pt", f"{stage} does not start from the stage before it"
             assert cfg.stage == "stage2"
         assert cfg.data_root == "data/synthetic"
-        assert cfg.data_version in versions, f"{stage} trains on {cfg.data_version}, which the script never generates"
-        assert versions[cfg.data_version] not in HELD_OUT_SEEDS, f"{stage} trains on a held-out seed"
+        for version in [cfg.data_version] if isinstance(cfg.data_version, str) else cfg.data_version:
+            assert version in versions, f"{stage} trains on {version}, which the script never generates"
+            assert versions[version] not in HELD_OUT_SEEDS, f"{stage} trains on a held-out seed"
+        for module, source in cfg.init_modules_from.items():
+            # another model's stage result, which the script trains first (itself, for that model)
+            match = re.fullmatch(r"checkpoints/(\w+)_(stage\d)/model\.pt", source)
+            assert match and match.group(1) != model and match.group(2) in stages, f"{stage}: {module} from {source}"
+            assert f'-f {source} ]]; then\n  "$0" {match.group(1)}' in SCRIPT.read_text(), \
+                f"{stage} takes {module} from {source}, which the script does not train before it"
         previous_out = cfg.out_dir
     assert f'"checkpoints/${{MODEL}}_{stages[-1]}/model.pt"' in SCRIPT.read_text(), "the script exports another stage"
