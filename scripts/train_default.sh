@@ -20,6 +20,7 @@
 # on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
 
@@ -57,7 +58,7 @@ stage stage1
 stage stage2
 stage stage3
 if [[ $MODEL == tiny && ! -f checkpoints/tiny_camera_stage4/model.pt ]]; then
-  "$0" tiny_camera "${DEVICE_ARGS[@]}"     # config/train/tiny_stage4.yaml: init_modules_from
+  "$SELF" tiny_camera "${DEVICE_ARGS[@]}"     # config/train/tiny_stage4.yaml: init_modules_from
 fi
 stage stage4
 

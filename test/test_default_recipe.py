@@ -50,7 +50,7 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             # another model's stage result, which the script trains first (itself, for that model)
             match = re.fullmatch(r"checkpoints/(\w+)_(stage\d)/model\.pt", source)
             assert match and match.group(1) != model and match.group(2) in stages, f"{stage}: {module} from {source}"
-            assert f'-f {source} ]]; then\n  "$0" {match.group(1)}' in SCRIPT.read_text(), \
+            assert f'-f {source} ]]; then\n  "$SELF" {match.group(1)}' in SCRIPT.read_text(), \
                 f"{stage} takes {module} from {source}, which the script does not train before it"
         previous_out = cfg.out_dir
     assert f'"checkpoints/${{MODEL}}_{stages[-1]}/model.pt"' in SCRIPT.read_text(), "the script exports another stage"
