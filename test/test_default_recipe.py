@@ -43,7 +43,7 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             assert cfg.init_from == f"{previous_out}/model.pt", f"{stage} does not start from the stage before it"
             assert cfg.stage == "stage2"
         assert cfg.data_root == "data/synthetic"
-        for version in [cfg.data_version] if isinstance(cfg.data_version, str) else cfg.data_version:
+        for version in cfg.data_versions:
             assert version in versions, f"{stage} trains on {version}, which the script never generates"
             assert versions[version] not in HELD_OUT_SEEDS, f"{stage} trains on a held-out seed"
         for module, source in cfg.init_modules_from.items():

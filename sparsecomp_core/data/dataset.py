@@ -5,6 +5,7 @@ model's temporal state carries across them and resets between scenes.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,8 +158,7 @@ class ConcatSequenceDataset:
         self.datasets = datasets
         self.scenes = [scene for dataset in datasets for scene in dataset.scenes]
         self._index = [(which, scene) for which, dataset in enumerate(datasets) for scene in range(len(dataset.scenes))]
-        names = [name for name, _ in self.scenes]
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        repeated = sorted(name for name, count in Counter(name for name, _ in self.scenes).items() if count > 1)
         if repeated:
             raise ValueError(f"scene names repeat across the data versions ({repeated[:5]}): a scene name is a "
                              "stream id, so each version must have its own scenes")

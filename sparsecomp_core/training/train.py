@@ -81,8 +81,13 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "outputs/train"
 
+    @property
+    def data_versions(self) -> list[str]:
+        """``data_version`` as a list (one entry for a single version)."""
+        return [self.data_version] if isinstance(self.data_version, str) else list(self.data_version)
+
     def __post_init__(self) -> None:
-        if isinstance(self.data_version, list) and not self.data_version:
+        if not self.data_versions:
             raise ValueError("data_version: an empty list names no data to train on")
         for name in ("lidar_dropout", "camera_stream_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -112,6 +117,12 @@ def load_initial_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor
     kept = {name: value for name, value in weights.items() if not skipped(name)}
     kept.update({name: value for name, value in own.items() if skipped(name)})
     model.load_state_dict(kept)
+
+
+def checkpoint_weights(path: str) -> dict[str, torch.Tensor]:
+    """The model state dict of a checkpoint file (a training checkpoint or a bare state dict)."""
+    state = read_checkpoint(path)
+    return state["model"] if "model" in state else state
 
 
 def load_module_weights(model: torch.nn.Module, prefix: str, weights: dict[str, torch.Tensor]) -> int:
@@ -178,14 +189,11 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
         raise ValueError(f"camera_stream_dropout={cfg.camera_stream_dropout}, but the model {cfg.model!r} has no "
                          "LiDAR: a stream without its cameras would have no input at all")
     if cfg.init_from:
-        state = read_checkpoint(cfg.init_from)
-        load_initial_weights(model, state["model"] if "model" in state else state, cfg.init_skip_modules)
+        load_initial_weights(model, checkpoint_weights(cfg.init_from), cfg.init_skip_modules)
     for prefix, path in cfg.init_modules_from.items():
-        source = read_checkpoint(path)
-        load_module_weights(model, prefix, source["model"] if "model" in source else source)
-    versions = [cfg.data_version] if isinstance(cfg.data_version, str) else cfg.data_version
+        load_module_weights(model, prefix, checkpoint_weights(path))
     datasets = [SequenceDataset(cfg.data_root, version, rig, image_size, lidar_sweeps=model_cfg.lidar.sweeps,
-                                split=cfg.data_split) for version in versions]
+                                split=cfg.data_split) for version in cfg.data_versions]
     dataset = datasets[0] if len(datasets) == 1 else ConcatSequenceDataset(datasets)
     sampler = StreamSampler([dataset.scene_length(i) for i in range(len(dataset.scenes))], cfg.batch_size,
                             streaming=cfg.stage == "stage2", seed=cfg.seed + 1000 * rank)
