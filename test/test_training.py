@@ -14,6 +14,7 @@ from sparsecomp_core.config import to_dict
 from sparsecomp_core.data.synthetic.generate import generate
 from sparsecomp_core.models.bev.lidar import LidarBranch
 from sparsecomp_core.models.detector import SparseCompDetector
+from sparsecomp_core.models.model_config import CameraDropoutConfig
 from sparsecomp_core.data.dataset import ConcatSequenceDataset, SequenceDataset
 from sparsecomp_core.rig import load_rig
 from sparsecomp_core.training.train import TrainConfig, load_initial_weights, load_module_weights, train
@@ -91,6 +92,32 @@ def test_sensor_dropout_trains_without_lidar_or_without_cameras_and_dropped_samp
     kept = [cloud for clouds in seen_clouds for cloud in clouds if len(cloud)]
     assert all(cloud.shape[1] == 5 for cloud in kept)          # x, y, z, intensity, dt_s
     assert max(float(cloud[:, 4].max()) for cloud in kept) == pytest.approx(0.2)   # up to 2 sweeps back
+
+
+def test_camera_dropout_faults_replace_the_model_configs_for_this_stage_and_are_saved_with_it(tmp_path,
+                                                                                               monkeypatch):
+    """A stage may fail more cameras than the model config's 1-2 (Frame Lost loses 3+ of 7 in a third of
+    its frames): every training frame then has exactly the stage's count failed and black, and the
+    saved model config says what the weights were trained with. More cameras than the rig has: refused."""
+    generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=1, frames=4, image_size=(64, 128),
+             lidar_beams=8, lidar_azimuths=128, progress=False)
+    masks: list[tuple[torch.Tensor, torch.Tensor]] = []
+    detector_forward = SparseCompDetector.forward
+
+    def recording_detector(self, inputs, state=None, targets=None):
+        masks.append((inputs.cam_mask.clone(), inputs.images.flatten(2).abs().amax(2)))
+        return detector_forward(self, inputs, state, targets)
+    monkeypatch.setattr(SparseCompDetector, "forward", recording_detector)
+    cfg = config(tmp_path, "faults", 3, stage="stage2")
+    cfg.camera_dropout_faults = CameraDropoutConfig(p_missing=1.0, n_min=4, n_max=4)
+    saved = torch.load(train(cfg), weights_only=False)["model_config"]
+    assert masks and all((mask.sum(1) == 4).all() and (peak[mask] == 0).all() and (peak[~mask] > 0).all()
+                         for mask, peak in masks)
+    assert saved["camera_dropout"] == {"p_missing": 1.0, "n_min": 4, "n_max": 4}
+    cfg = config(tmp_path, "too_many", 1)
+    cfg.camera_dropout_faults = CameraDropoutConfig(p_missing=0.5, n_min=1, n_max=8)
+    with pytest.raises(ValueError, match="n_max=8 cameras, but the rig 'default7' has 7"):
+        train(cfg)
 
 
 def test_camera_stream_dropout_needs_a_lidar_and_the_two_probabilities_sum_to_at_most_1(tmp_path):

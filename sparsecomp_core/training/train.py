@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +28,7 @@ from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import ConcatSequenceDataset, SequenceDataset, StreamSampler, collate
 from ..sensor_dropout import SensorDropout, drop_cameras, drop_lidar
-from ..models.model_config import ModelConfig, load_model_config
+from ..models.model_config import CameraDropoutConfig, ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
 from .freeze import apply_freeze_schedule, keep_norms_in_eval, parameter_groups
 
@@ -53,6 +53,10 @@ class TrainConfig:
     lr_scales: dict[str, float] = field(default_factory=dict)
     freeze_module_schedules: dict[str, int] = field(default_factory=dict)
     camera_dropout: bool = True
+    # This stage's camera faults instead of the model config's (SPEC 2: p 0.6, 1-2 cameras),
+    # e.g. {p_missing: 0.7, n_min: 1, n_max: 4}: Frame Lost loses 3 or more of 7 cameras in
+    # a third of its frames (docs/data_training_evaluation.md, "Stage 6"). None: the model's.
+    camera_dropout_faults: CameraDropoutConfig | None = None
     # Probability that a stream's whole LiDAR input is removed (sensor_dropout.py;
     # decided per stream, so per frame in stage 1). 0: never.
     lidar_dropout: float = 0.0
@@ -182,7 +186,12 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
     model_cfg = load_model_config(cfg.model)
+    if cfg.camera_dropout_faults is not None:   # saved with the weights: what this training drew
+        model_cfg = replace(model_cfg, camera_dropout=cfg.camera_dropout_faults)
     rig = model_cfg.load_rig()
+    if cfg.camera_dropout and model_cfg.camera_dropout.n_max > len(rig.camera_names):
+        raise ValueError(f"camera dropout fails up to n_max={model_cfg.camera_dropout.n_max} cameras, but the rig "
+                         f"{rig.name!r} has {len(rig.camera_names)}")
     image_size = (rig.image_height, rig.image_width)
     model = build_detector(model_cfg).to(device)
     if cfg.camera_stream_dropout > 0 and model.lidar is None:
