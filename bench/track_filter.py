@@ -28,10 +28,10 @@ from sparsecomp_core.evaluation.metrics import detection_report  # noqa: E402
 from sparsecomp_core.evaluation.tracking_metrics import tracking_metrics  # noqa: E402
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_sample  # noqa: E402
 
-BASE = TrackFilterConfig(enabled=True)
+BASE = TrackFilterConfig(enabled=True, heading_speed_sigmas=0.0, smooth_centres=False)   # the filter before both
 SETTINGS = [  # name, config (None: the model's output as it is)
     ("no filter", None),
-    ("filter (defaults)", BASE),
+    ("filter, heading from motion and smoothed centres off", BASE),
     ("velocity noise 1.5 m/s", replace(BASE, velocity_noise_mps=1.5)),
     ("velocity noise 6 m/s", replace(BASE, velocity_noise_mps=6.0)),
     ("acceleration 2 m/s2", replace(BASE, acceleration_noise_mps2=2.0)),
@@ -43,7 +43,15 @@ SETTINGS = [  # name, config (None: the model's output as it is)
     ("re-identification gate 5 m", replace(BASE, reid_gate_m=5.0)),
     ("re-identification after 1 hit", replace(BASE, reid_min_hits=1)),
     ("re-identification from score 0.2", replace(BASE, reid_min_score=0.2)),
-    ("defaults + smoothed centres", replace(BASE, smooth_centres=True)),
+    ("smoothed centres", replace(BASE, smooth_centres=True)),
+    ("heading from motion, 1 sigma", replace(BASE, heading_speed_sigmas=1.0)),
+    ("heading from motion, 2 sigmas", replace(BASE, heading_speed_sigmas=2.0)),
+    ("heading from motion, 3 sigmas", replace(BASE, heading_speed_sigmas=3.0)),
+    ("heading from motion, 1 sigma, from 1 m/s", replace(BASE, heading_speed_sigmas=1.0, heading_min_speed_mps=1.0)),
+    ("heading from motion, 1 sigma, sign only", replace(BASE, heading_speed_sigmas=1.0, heading_is_motion_classes=[])),
+    ("heading from motion, 1 sigma, riderless cycles too",
+     replace(BASE, heading_speed_sigmas=1.0, heading_from_motion_classes=[0, 1, 2, 3, 4, 5])),
+    ("heading from motion, 1 sigma + smoothed centres (the defaults)", TrackFilterConfig(enabled=True)),
 ]
 
 
@@ -76,6 +84,9 @@ def figures(recording: dict, sequences: dict) -> dict:
     cars = tracking["operating_point"]["continuously_visible"].get("car", {})
     car = report["per_class"].get("car", {})
     return {"mAP": report["mAP"], "NDS": report["NDS"], "mAVE": report["mAVE"], "mATE": report["mATE"],
+            "mAOE": report["mAOE"],
+            **{f"{name}_AOE": errors.get("orient_err") for name, errors in report["per_class"].items()
+               if name not in ("barrier", "pillar")},
             "car_AVE": car.get("vel_err"), "AMOTA": tracking["amota"], "AMOTP": tracking["amotp"],
             "IDS_per_100_gt_at_0.3": tracking["operating_point"]["id_switches_per_100_gt"],
             "cars_median_id_keep_fraction": cars.get("median_id_keep_fraction")}

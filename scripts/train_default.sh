@@ -63,15 +63,20 @@ fi
 stage stage4
 
 RESULT="checkpoints/${MODEL}_default.pt"
-python - "checkpoints/${MODEL}_stage4/model.pt" "$RESULT" <<'PY'
+python - "checkpoints/${MODEL}_stage4/model.pt" "$RESULT" "$MODEL" <<'PY'
 import sys
 
 import torch
 
+from sparsecomp_core.config import to_dict
 from sparsecomp_core.models.detector import read_checkpoint
+from sparsecomp_core.models.model_config import load_model_config
 
 state = read_checkpoint(sys.argv[1])
-torch.save({"model": state["model"], "model_config": state["model_config"]}, sys.argv[2])
+config = dict(state["model_config"])
+# The track filter is post-processing without weights: the current config's, not the one trained with.
+config["track_filter"] = to_dict(load_model_config(sys.argv[3]).track_filter)
+torch.save({"model": state["model"], "model_config": config}, sys.argv[2])
 PY
 if [[ $INSTALL == 1 ]]; then
   cp "$RESULT" "models/${MODEL}_default.pt"

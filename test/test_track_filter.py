@@ -10,7 +10,7 @@ import torch
 
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_detections, filter_sample
 
-CFG = TrackFilterConfig()
+CFG = TrackFilterConfig(heading_speed_sigmas=0.0, smooth_centres=False)   # velocity and ids only
 ONE = torch.tensor([0.9])     # a confident detection's score
 DT_US = 100_000          # 10 Hz
 
@@ -39,9 +39,11 @@ def global_velocity(box: torch.Tensor, pose: torch.Tensor) -> np.ndarray:
 
 
 def run_track(frames: int, true_velocity=np.array([6.0, -2.0]), label: int = 0, seed: int = 0,
-              centre_noise_m: float = 0.3, head_error=np.array([-4.0, 3.0])):
+              centre_noise_m: float = 0.3, head_error=np.array([-4.0, 3.0]), global_yaw: float | None = None,
+              cfg: TrackFilterConfig = CFG):
     """One object moving at ``true_velocity`` (global) under id 7, seen by an ego on a curve
-    with noisy centres and a head velocity off by ``head_error``. Returns per frame the
+    with noisy centres and a head velocity off by ``head_error`` (and a heading of
+    ``global_yaw`` in the global frame, else 0 in the ego frame). Returns per frame the
     filtered box, the unfiltered box and the pose."""
     rng = np.random.default_rng(seed)
     state, out = None, []
@@ -50,7 +52,9 @@ def run_track(frames: int, true_velocity=np.array([6.0, -2.0]), label: int = 0, 
         pose = ego_pose(t)
         centre = np.array([20.0, 5.0]) + true_velocity * t + rng.normal(0, centre_noise_m, 2)
         box = ego_box(centre, true_velocity + head_error, pose)[None]
-        boxes, _, state = filter_sample(box, torch.tensor([label]), torch.tensor([7]), ONE, pose, frame * DT_US, state, CFG)
+        if global_yaw is not None:
+            box[0, 6] = global_yaw - 0.1 * t                    # ego_pose's yaw is 0.1 t
+        boxes, _, state = filter_sample(box, torch.tensor([label]), torch.tensor([7]), ONE, pose, frame * DT_US, state, cfg)
         out.append((boxes[0], box[0], pose))
     return out, state
 
@@ -193,3 +197,52 @@ def test_when_the_head_continues_the_old_id_too_the_alias_gives_way():
     _, out_ids, state = filter_sample(both, torch.tensor([0, 0]), torch.tensor([42, 7]), torch.tensor([0.9, 0.9]),
                                       pose, 41 * DT_US, state, CFG)
     assert out_ids.tolist() == [42, 7] and 42 not in state.aliases
+
+
+HEADING = replace(CFG, heading_speed_sigmas=2.0)
+
+
+def global_yaw_of(box: torch.Tensor, pose: torch.Tensor) -> float:
+    return float(box[6]) + math.atan2(float(pose[1, 0]), float(pose[0, 0]))
+
+
+def angle_between(a: float, b: float) -> float:
+    return abs((a - b + math.pi) % (2 * math.pi) - math.pi)
+
+
+def test_a_vehicle_seen_backwards_turns_round_once_its_motion_is_sure_and_keeps_its_axis():
+    """A car drives at 6.3 m/s; the head sees it backwards (heading off by 180 deg + 0.1 rad) and
+    its velocity off by 5 m/s. A new track is not sure of its motion (std 3 m/s): the heading
+    stays the head's. Once the track's speed is 2 std sure, the box faces its motion with the
+    head's axis (turned by exactly pi). Without the option the heading is the head's."""
+    truth = np.array([6.0, -2.0])
+    motion = math.atan2(truth[1], truth[0])
+    frames, _ = run_track(30, true_velocity=truth, global_yaw=motion + math.pi + 0.1, cfg=HEADING)
+    first, raw, _ = frames[0]
+    assert float(first[6]) == float(raw[6])
+    for filtered, raw, pose in frames[-10:]:
+        assert angle_between(global_yaw_of(filtered, pose), motion) == pytest.approx(0.1, abs=1e-5)
+        assert angle_between(float(filtered[6]), float(raw[6])) == pytest.approx(math.pi, abs=1e-5)
+    off, _ = run_track(30, true_velocity=truth, global_yaw=motion + math.pi + 0.1)
+    assert all(float(f[6]) == float(r[6]) for f, r, _ in off)
+
+
+def test_a_walking_person_faces_the_way_it_walks_and_a_standing_one_keeps_the_heads_heading():
+    """People (a square footprint: the head cannot see their heading) take the direction of a
+    sure velocity; a vehicle within 90 deg of its motion keeps the head's heading, and so do a
+    riderless cycle (not in heading_from_motion_classes) and a person that stands (0.2 m/s,
+    below heading_min_speed_mps)."""
+    walking = np.array([-1.0, 1.0])
+    frames, _ = run_track(40, true_velocity=walking, label=3, centre_noise_m=0.05, head_error=np.zeros(2),
+                          global_yaw=0.3, cfg=HEADING)
+    for filtered, _, pose in frames[-10:]:
+        assert angle_between(global_yaw_of(filtered, pose), math.atan2(1.0, -1.0)) < 0.1
+    frames, _ = run_track(40, true_velocity=np.array([6.0, -2.0]), global_yaw=-0.8, cfg=HEADING)
+    assert all(float(f[6]) == float(r[6]) for f, r, _ in frames)
+    pushed = run_track(40, true_velocity=walking, label=5, centre_noise_m=0.05, head_error=np.zeros(2),
+                       global_yaw=0.3, cfg=HEADING)[0]           # a riderless cycle only moves when pushed
+    assert all(float(f[6]) == float(r[6]) for f, r, _ in pushed)
+    standing = np.array([0.2, 0.0])
+    frames, _ = run_track(40, true_velocity=standing, label=3, centre_noise_m=0.02, head_error=np.zeros(2),
+                          global_yaw=2.0, cfg=HEADING)
+    assert all(float(f[6]) == float(r[6]) for f, r, _ in frames)

@@ -20,7 +20,9 @@ head's new id is remembered as an alias of the old one, so its next frames keep
 the old id too. ``reid_gate_m`` 0 turns this off.
 
 The filter never creates or drops a detection; it rewrites the velocity (with
-``smooth_centres`` the centre too) and, by re-identification, the id. Static
+``smooth_centres`` the centre too; with ``heading_speed_sigmas`` the heading of a
+box that surely moves, which then faces its motion, as AB3DMOT corrects
+orientation) and, by re-identification, the id. Static
 classes keep velocity 0 and get no track. A detection whose centre falls
 farther than ``gate_m`` from where its id's track was predicted restarts the
 track (an id handed on to another object must not average two objects). A
@@ -51,15 +53,29 @@ class TrackFilterConfig:
     acceleration_noise_mps2: float = 0.5   # std of the unmodelled acceleration (process noise)
     gate_m: float = 4.0                    # an id's centre this far from its prediction: a new track
     max_gap_s: float = 2.0                 # a track unseen this long is forgotten
-    smooth_centres: bool = False           # also replace the centre by the filtered one
+    smooth_centres: bool = True            # also replace the centre by the filtered one (docs/model.md)
     reid_gate_m: float = 3.0               # a new id this near a lost track's prediction takes its id (0: off)
     reid_min_score: float = 0.3            # only detections this confident take over or confirm a track
     reid_min_hits: int = 3                 # confident frames before a lost track can be taken over
+    # Heading from motion: a box of heading_from_motion_classes (things that move forward: car,
+    # truck, bus, person, ridden cycle) whose track's filtered speed is at least
+    # heading_min_speed_mps and heading_speed_sigmas standard deviations faces the way it moves:
+    # heading_is_motion_classes (people: a square footprint shows no heading) take the direction
+    # of the velocity, the others only their heading's sign (the box's length shows the axis).
+    # Riderless cycles only move when pushed. heading_speed_sigmas 0: off (docs/model.md).
+    heading_speed_sigmas: float = 1.0
+    heading_min_speed_mps: float = 0.5
+    heading_from_motion_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    heading_is_motion_classes: list[int] = field(default_factory=lambda: [3])
 
     def __post_init__(self) -> None:
         for name in ("position_noise_m", "velocity_noise_mps", "acceleration_noise_mps2", "gate_m", "max_gap_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"track_filter.{name} must be > 0 (got {getattr(self, name)})")
+        if self.heading_speed_sigmas < 0 or self.heading_min_speed_mps < 0:
+            raise ValueError("track_filter.heading_speed_sigmas and heading_min_speed_mps must be >= 0")
+        if not set(self.heading_is_motion_classes) <= set(self.heading_from_motion_classes):
+            raise ValueError("track_filter.heading_is_motion_classes must be among heading_from_motion_classes")
         if self.reid_gate_m < 0 or self.reid_min_hits < 1:
             raise ValueError("track_filter.reid_gate_m must be >= 0 and reid_min_hits >= 1")
 
@@ -174,6 +190,9 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
     result = box_np.copy()
     result[moving, 7:9] = out_means[moving, 2:4] @ rotation
     result[~moving, 7:9] = 0.0
+    if cfg.heading_speed_sigmas > 0:
+        result[:, 6] = heading_from_motion(result[:, 6], result[:, 7:9], out_covariances[:, 2:4, 2:4], label_np,
+                                           moving, cfg)
     if cfg.smooth_centres:
         result[moving, :2] = (out_means[moving, :2] - translation) @ rotation
 
@@ -188,6 +207,27 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
         aliases=aliases, timestamp_us=int(timestamp_us), sequence_id=sequence_id)
     return (torch.as_tensor(result, dtype=boxes.dtype, device=boxes.device),
             torch.as_tensor(out_ids, dtype=ids.dtype, device=ids.device), new_state)
+
+
+def heading_from_motion(yaw: np.ndarray, velocity: np.ndarray, velocity_cov: np.ndarray, labels: np.ndarray,
+                        moving: np.ndarray, cfg: TrackFilterConfig) -> np.ndarray:
+    """yaw [K] (rad) with the boxes of heading_from_motion_classes that surely move (``moving``
+    [K], filtered speed >= heading_min_speed_mps and >= heading_speed_sigmas x its std, from
+    velocity_cov [K, 2, 2]) turned to face their velocity [K, 2] (same frame as yaw):
+    heading_is_motion_classes take its direction, the others are turned by pi where they face
+    more than 90 degrees away from it."""
+    speed = np.linalg.norm(velocity, axis=1)
+    sigma = np.sqrt(np.maximum(np.trace(velocity_cov, axis1=1, axis2=2) / 2, 0.0))
+    sure = (moving & np.isin(labels, cfg.heading_from_motion_classes) & (speed >= cfg.heading_min_speed_mps)
+            & (speed >= cfg.heading_speed_sigmas * sigma))
+    direction = np.arctan2(velocity[:, 1], velocity[:, 0])
+    away = np.abs((yaw - direction + np.pi) % (2 * np.pi) - np.pi) > np.pi / 2
+    follows = np.isin(labels, cfg.heading_is_motion_classes)
+    out = yaw.copy()
+    out[sure & follows] = direction[sure & follows]
+    flip = sure & ~follows & away
+    out[flip] = (yaw[flip] + 2 * np.pi) % (2 * np.pi) - np.pi     # yaw + pi, in [-pi, pi)
+    return out
 
 
 def filter_detections(detections: list[dict[str, Tensor]], ego2global: Tensor, timestamp_us: Tensor,
