@@ -28,7 +28,8 @@ from sparsecomp_core.evaluation.metrics import detection_report  # noqa: E402
 from sparsecomp_core.evaluation.tracking_metrics import tracking_metrics  # noqa: E402
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_sample  # noqa: E402
 
-BASE = TrackFilterConfig(enabled=True, heading_speed_sigmas=0.0, smooth_centres=False)   # the filter before both
+# The filter before heading from motion, smoothed centres and velocity along the axis:
+BASE = TrackFilterConfig(enabled=True, heading_speed_sigmas=0.0, smooth_centres=False, velocity_along_heading_classes=[])
 SETTINGS = [  # name, config (None: the model's output as it is)
     ("no filter", None),
     ("filter, heading from motion and smoothed centres off", BASE),
@@ -51,7 +52,10 @@ SETTINGS = [  # name, config (None: the model's output as it is)
     ("heading from motion, 1 sigma, sign only", replace(BASE, heading_speed_sigmas=1.0, heading_is_motion_classes=[])),
     ("heading from motion, 1 sigma, riderless cycles too",
      replace(BASE, heading_speed_sigmas=1.0, heading_from_motion_classes=[0, 1, 2, 3, 4, 5])),
-    ("heading from motion, 1 sigma + smoothed centres (the defaults)", TrackFilterConfig(enabled=True)),
+    ("heading from motion, 1 sigma + smoothed centres",
+     TrackFilterConfig(enabled=True, velocity_along_heading_classes=[])),
+    ("... + vehicle velocity along the heading", TrackFilterConfig(enabled=True, velocity_along_heading_classes=[0, 1, 2])),
+    ("... + vehicle and ridden cycle velocity along the heading (the defaults)", TrackFilterConfig(enabled=True)),
 ]
 
 

@@ -10,7 +10,8 @@ import torch
 
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_detections, filter_sample
 
-CFG = TrackFilterConfig(heading_speed_sigmas=0.0, smooth_centres=False)   # velocity and ids only
+CFG = TrackFilterConfig(heading_speed_sigmas=0.0, smooth_centres=False,   # velocity and ids only
+                        velocity_along_heading_classes=[])
 ONE = torch.tensor([0.9])     # a confident detection's score
 DT_US = 100_000          # 10 Hz
 
@@ -246,3 +247,18 @@ def test_a_walking_person_faces_the_way_it_walks_and_a_standing_one_keeps_the_he
     frames, _ = run_track(40, true_velocity=standing, label=3, centre_noise_m=0.02, head_error=np.zeros(2),
                           global_yaw=2.0, cfg=HEADING)
     assert all(float(f[6]) == float(r[6]) for f, r, _ in frames)
+
+
+def test_a_vehicle_publishes_only_the_velocity_along_its_axis_and_a_person_all_of_it():
+    """A car's head velocity off sideways by 3 m/s: with velocity_along_heading_classes the published
+    velocity is the filtered one's component along the box's axis (the lateral error gone on a new
+    track already), whichever way the box faces; a person keeps both components."""
+    along = replace(CFG, velocity_along_heading_classes=[0])
+    pose = ego_pose(0.0)
+    for yaw in (0.0, math.pi):            # the axis, not the heading's sign, decides
+        box = ego_box(np.array([20.0, 5.0]), np.array([6.0, 3.0]), pose)[None]
+        box[0, 6] = yaw
+        car, _, _ = filter_sample(box, torch.tensor([0]), torch.tensor([7]), ONE, pose, 0, None, along)
+        assert car[0, 7:9].tolist() == pytest.approx([6.0, 0.0], abs=1e-5)
+        person, _, _ = filter_sample(box, torch.tensor([3]), torch.tensor([7]), ONE, pose, 0, None, along)
+        assert person[0, 7:9].tolist() == pytest.approx([6.0, 3.0], abs=1e-5)

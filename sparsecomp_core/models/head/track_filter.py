@@ -22,7 +22,8 @@ the old id too. ``reid_gate_m`` 0 turns this off.
 The filter never creates or drops a detection; it rewrites the velocity (with
 ``smooth_centres`` the centre too; with ``heading_speed_sigmas`` the heading of a
 box that surely moves, which then faces its motion, as AB3DMOT corrects
-orientation) and, by re-identification, the id. Static
+orientation; with ``velocity_along_heading_classes`` the velocity keeps only its
+component along the box's axis) and, by re-identification, the id. Static
 classes keep velocity 0 and get no track. A detection whose centre falls
 farther than ``gate_m`` from where its id's track was predicted restarts the
 track (an id handed on to another object must not average two objects). A
@@ -67,6 +68,9 @@ class TrackFilterConfig:
     heading_min_speed_mps: float = 0.5
     heading_from_motion_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     heading_is_motion_classes: list[int] = field(default_factory=lambda: [3])
+    # Vehicles and ridden cycles move along their length: these classes publish only the
+    # velocity's component along the box's heading axis (good to ~4 degrees on cars). []: off.
+    velocity_along_heading_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 4])
 
     def __post_init__(self) -> None:
         for name in ("position_noise_m", "velocity_noise_mps", "acceleration_noise_mps2", "gate_m", "max_gap_s"):
@@ -193,6 +197,10 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
     if cfg.heading_speed_sigmas > 0:
         result[:, 6] = heading_from_motion(result[:, 6], result[:, 7:9], out_covariances[:, 2:4, 2:4], label_np,
                                            moving, cfg)
+    along = moving & np.isin(label_np, cfg.velocity_along_heading_classes)
+    if along.any():
+        axis = np.stack([np.cos(result[along, 6]), np.sin(result[along, 6])], axis=1)
+        result[along, 7:9] = (result[along, 7:9] * axis).sum(1, keepdims=True) * axis
     if cfg.smooth_centres:
         result[moving, :2] = (out_means[moving, :2] - translation) @ rotation
 
