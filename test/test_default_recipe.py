@@ -16,8 +16,18 @@ SCRIPT = REPO_ROOT / "scripts" / "train_default.sh"
 HELD_OUT_SEEDS = {2, 3}       # v1.0-synthetic-val (every reported number) and v1.0-synthetic-tune
 
 
-def script_stages() -> list[str]:
-    return re.findall(r"^stage (stage\d)$", SCRIPT.read_text(), flags=re.MULTILINE)
+def script_stages(model: str) -> tuple[list[str], str]:
+    """The stages the script trains for ``model`` (every model's, then those of its
+    ``if [[ $MODEL == <model> ]]`` block) and the one it exports (FINAL)."""
+    text = SCRIPT.read_text()
+    stages = re.findall(r"^stage (stage\d)$", text, flags=re.MULTILINE)
+    final = re.findall(r"^FINAL=(stage\d)$", text, flags=re.MULTILINE)
+    for block_model, block in re.findall(r"^if \[\[ \$MODEL == (\w+) \]\]; then.*?\n(.*?)^fi$", text,
+                                         flags=re.MULTILINE | re.DOTALL):
+        if block_model == model:
+            stages += re.findall(r"^  stage (stage\d)$", block, flags=re.MULTILINE)
+            final += re.findall(r"^  FINAL=(stage\d)$", block, flags=re.MULTILINE)
+    return stages, final[-1]
 
 
 def generated_versions() -> dict[str, int]:
@@ -28,7 +38,7 @@ def generated_versions() -> dict[str, int]:
 
 @pytest.mark.parametrize("model", ["tiny", "tiny_camera"])
 def test_stages_chain_and_train_on_generated_training_data_only(model):
-    stages = script_stages()
+    stages, final = script_stages(model)
     assert stages[0] == "stage1" and len(stages) >= 2
     versions = generated_versions()
     previous_out = None
@@ -53,4 +63,5 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             assert f'-f {source} ]]; then\n  "$SELF" {match.group(1)}' in SCRIPT.read_text(), \
                 f"{stage} takes {module} from {source}, which the script does not train before it"
         previous_out = cfg.out_dir
-    assert f'"checkpoints/${{MODEL}}_{stages[-1]}/model.pt"' in SCRIPT.read_text(), "the script exports another stage"
+    assert final == stages[-1] and '"checkpoints/${MODEL}_${FINAL}/model.pt"' in SCRIPT.read_text(), \
+        "the script exports another stage than its last"
