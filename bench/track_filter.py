@@ -52,10 +52,10 @@ SETTINGS = [  # name, config (None: the model's output as it is)
     ("heading from motion, 1 sigma, sign only", replace(BASE, heading_speed_sigmas=1.0, heading_is_motion_classes=[])),
     ("heading from motion, 1 sigma, riderless cycles too",
      replace(BASE, heading_speed_sigmas=1.0, heading_from_motion_classes=[0, 1, 2, 3, 4, 5])),
-    ("heading from motion, 1 sigma + smoothed centres",
-     TrackFilterConfig(enabled=True, velocity_along_heading_classes=[])),
+    ("heading from motion, 1 sigma + smoothed centres (the defaults)", TrackFilterConfig(enabled=True)),
     ("... + vehicle velocity along the heading", TrackFilterConfig(enabled=True, velocity_along_heading_classes=[0, 1, 2])),
-    ("... + vehicle and ridden cycle velocity along the heading (the defaults)", TrackFilterConfig(enabled=True)),
+    ("... + vehicle and ridden cycle velocity along the heading",
+     TrackFilterConfig(enabled=True, velocity_along_heading_classes=[0, 1, 2, 4])),
 ]
 
 

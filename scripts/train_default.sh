@@ -2,8 +2,8 @@
 # Reproduces a shipped model from nothing: generates the training and
 # held-out data (fixed seeds), trains stage 1 and stage 2 on 12 scenes, stage 3 on
 # 48 more, stage 4 on those 108 (config/train/<model>_stage{1,2,3,4}.yaml) and exports
-# the weights; tiny goes on with stage 5 (the same 108) and stage 6 (156 scenes, wider
-# camera faults). Stage 4 of tiny starts its camera path from tiny_camera's stage 4, so
+# the weights; tiny goes on with stage 5 (2500 more steps on the same 108). Stage 4 of
+# tiny starts its camera path from tiny_camera's stage 4, so
 # tiny first trains tiny_camera (the same script) when that result is missing.
 #   scripts/train_default.sh [tiny|tiny_camera] [--device cpu|cuda] [--install]
 #     tiny          camera + LiDAR (5 merged sweeps, LiDAR dropout, velocity from history)
@@ -16,8 +16,8 @@
 # continues where it stopped (data generation is skipped once its tables exist;
 # training resumes from checkpoints/<model>_stage{1,2,3}/last.pt; a stage whose model.pt
 # exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3.5 h on 2
-# otherwise idle CPU cores per model (0.6-1.4 s per step; stage 3 about 20 min, stages 4-6
-# about 30 min each; tiny also needs tiny_camera's), plus about 65 min to generate the data;
+# otherwise idle CPU cores per model (0.6-1.4 s per step; stage 3 about 20 min, stages 4
+# and 5 about 30 min each; tiny also needs tiny_camera's), plus about 50 min to generate the data;
 # on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
@@ -48,7 +48,6 @@ generate() {  # <version> <seed> <scenes> <frames>
 generate v1.0-synthetic-train 1 12 100
 generate v1.0-synthetic-train-large 11 48 60   # stage 3: more scenes (docs/data_training_evaluation.md)
 generate v1.0-synthetic-train-extra 13 48 60   # stage 4: more again
-generate v1.0-synthetic-train-more 17 48 60    # stage 6 (tiny): more again
 generate v1.0-synthetic-val 2 3 60        # held out: other seeds, never trained on
 
 stage() {  # <stage>: a stage whose model.pt exists is done (training writes it only at the end)
@@ -64,10 +63,9 @@ if [[ $MODEL == tiny && ! -f checkpoints/tiny_camera_stage4/model.pt ]]; then
 fi
 stage stage4
 FINAL=stage4
-if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 6")
+if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 5")
   stage stage5
-  stage stage6
-  FINAL=stage6
+  FINAL=stage5
 fi
 
 RESULT="checkpoints/${MODEL}_default.pt"

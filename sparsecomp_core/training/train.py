@@ -55,7 +55,7 @@ class TrainConfig:
     camera_dropout: bool = True
     # This stage's camera faults instead of the model config's (SPEC 2: p 0.6, 1-2 cameras),
     # e.g. {p_missing: 0.7, n_min: 1, n_max: 4}: Frame Lost loses 3 or more of 7 cameras in
-    # a third of its frames (docs/data_training_evaluation.md, "Stage 6"). None: the model's.
+    # a third of its frames (config/train/tiny_stage6.yaml). None: the model's.
     camera_dropout_faults: CameraDropoutConfig | None = None
     # Probability that a stream's whole LiDAR input is removed (sensor_dropout.py;
     # decided per stream, so per frame in stage 1). 0: never.

@@ -68,9 +68,10 @@ class TrackFilterConfig:
     heading_min_speed_mps: float = 0.5
     heading_from_motion_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     heading_is_motion_classes: list[int] = field(default_factory=lambda: [3])
-    # Vehicles and ridden cycles move along their length: these classes publish only the
-    # velocity's component along the box's heading axis (good to ~4 degrees on cars). []: off.
-    velocity_along_heading_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 4])
+    # These classes publish only the velocity's component along the box's heading axis. Off ([]):
+    # it helps clean (vehicles move along their length) but ruins the velocity where the axis is
+    # wrong, under camera faults and in the camera-only model (docs/model.md).
+    velocity_along_heading_classes: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("position_noise_m", "velocity_noise_mps", "acceleration_noise_mps2", "gate_m", "max_gap_s"):
