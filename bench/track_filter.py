@@ -3,8 +3,8 @@
 The filter only rewrites the velocities, centres, headings and ids of the
 detections the model gave, from their ids, poses and times, so one clean pass of
 the model (bench/track_id_replay.py's recording) lets every setting be scored in
-seconds: detection figures (mAP, NDS, mAVE, mATE, mAOE and each class's AOE) and the tracking section, each
-against the model's own output (no filter).
+seconds: detection figures (mAP, NDS, mAVE, mATE, mAOE and each class's AOE) and
+the tracking section, each against the model's own output (no filter).
 
     python bench/track_filter.py --checkpoint models/tiny_default.pt [--version v1.0-synthetic-val]
         [--recording outputs/track_id_recording.pt] [--name track_filter]
