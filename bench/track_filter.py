@@ -1,13 +1,14 @@
 """The track filter (head/track_filter.py) replayed on one recorded model run, per setting.
 
 The filter only rewrites the velocities, centres, headings and ids of the
-detections the model gave, from their ids, poses and times, so one clean pass of
-the model (bench/track_id_replay.py's recording) lets every setting be scored in
-seconds: detection figures (mAP, NDS, mAVE, mATE, mAOE and each class's AOE) and
-the tracking section, each against the model's own output (no filter).
+detections the model gave, from their ids, poses and times, so one pass of the
+model (bench/track_id_replay.py's recording: clean, or under ``--condition``)
+lets every setting be scored in seconds: detection figures (mAP, NDS, mAVE,
+mATE, mAOE and each class's AOE) and the tracking section, each against the
+model's own output (no filter).
 
     python bench/track_filter.py --checkpoint models/tiny_default.pt [--version v1.0-synthetic-val]
-        [--recording outputs/track_id_recording.pt] [--name track_filter]
+        [--recording outputs/track_id_recording.pt] [--name track_filter] [--condition crash2]
 
 Writes bench/results/<name>-<cpu|gpu>.json and prints a Markdown table.
 """
@@ -28,8 +29,9 @@ from sparsecomp_core.evaluation.metrics import detection_report  # noqa: E402
 from sparsecomp_core.evaluation.tracking_metrics import tracking_metrics  # noqa: E402
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_sample  # noqa: E402
 
-# The filter before heading from motion, smoothed centres and velocity along the axis:
-BASE = TrackFilterConfig(enabled=True, heading_speed_sigmas=0.0, smooth_centres=False, velocity_along_heading_classes=[])
+# Before heading from motion, smoothed centres, velocity along the axis and per-class velocity noise:
+BASE = TrackFilterConfig(enabled=True, heading_speed_sigmas=0.0, smooth_centres=False, velocity_along_heading_classes=[],
+                         class_velocity_noise_mps={})
 SETTINGS = [  # name, config (None: the model's output as it is)
     ("no filter", None),
     ("filter, heading from motion and smoothed centres off", BASE),
@@ -52,7 +54,21 @@ SETTINGS = [  # name, config (None: the model's output as it is)
     ("heading from motion, 1 sigma, sign only", replace(BASE, heading_speed_sigmas=1.0, heading_is_motion_classes=[])),
     ("heading from motion, 1 sigma, riderless cycles too",
      replace(BASE, heading_speed_sigmas=1.0, heading_from_motion_classes=[0, 1, 2, 3, 4, 5])),
-    ("heading from motion, 1 sigma + smoothed centres (the defaults)", TrackFilterConfig(enabled=True)),
+    ("heading from motion, 1 sigma + smoothed centres + riderless cycles' velocity noise 0.3 m/s (the defaults)",
+     TrackFilterConfig(enabled=True)),
+    ("the defaults without a riderless cycle's own velocity noise (before)",
+     TrackFilterConfig(enabled=True, class_velocity_noise_mps={})),
+    ("the defaults, riderless cycles 0.2 m/s",
+     TrackFilterConfig(enabled=True, class_velocity_noise_mps={"riderless_non_motor": 0.2})),
+    ("the defaults, riderless cycles 0.5 m/s",
+     TrackFilterConfig(enabled=True, class_velocity_noise_mps={"riderless_non_motor": 0.5})),
+    ("the defaults, riderless cycles 0.3 and people 1 m/s",
+     TrackFilterConfig(enabled=True, class_velocity_noise_mps={"riderless_non_motor": 0.3, "person": 1.0})),
+    ("the defaults, riderless cycles 0.3 and ridden cycles 1 m/s",
+     TrackFilterConfig(enabled=True, class_velocity_noise_mps={"riderless_non_motor": 0.3, "non_motor": 1.0})),
+    ("the defaults, riderless cycles 0.3 and vehicles 5 m/s",
+     TrackFilterConfig(enabled=True, class_velocity_noise_mps={"riderless_non_motor": 0.3, "car": 5.0, "truck": 5.0,
+                                                                "bus": 5.0})),
     ("... + vehicle velocity along the heading", TrackFilterConfig(enabled=True, velocity_along_heading_classes=[0, 1, 2])),
     ("... + vehicle and ridden cycle velocity along the heading",
      TrackFilterConfig(enabled=True, velocity_along_heading_classes=[0, 1, 2, 4])),
@@ -86,12 +102,13 @@ def figures(recording: dict, sequences: dict) -> dict:
     poses = {name: [p.numpy() for p in value] for name, value in recording["ego_poses"].items()}
     tracking = tracking_metrics(sequences, 0.3, poses, recording["timestamps"])
     cars = tracking["operating_point"]["continuously_visible"].get("car", {})
-    car = report["per_class"].get("car", {})
     return {"mAP": report["mAP"], "NDS": report["NDS"], "mAVE": report["mAVE"], "mATE": report["mATE"],
             "mAOE": report["mAOE"],
             **{f"{name}_AOE": errors.get("orient_err") for name, errors in report["per_class"].items()
                if name not in ("barrier", "pillar")},
-            "car_AVE": car.get("vel_err"), "AMOTA": tracking["amota"], "AMOTP": tracking["amotp"],
+            **{f"{name}_AVE": errors.get("vel_err") for name, errors in report["per_class"].items()
+               if name not in ("barrier", "pillar")},
+            "AMOTA": tracking["amota"], "AMOTP": tracking["amotp"],
             "IDS_per_100_gt_at_0.3": tracking["operating_point"]["id_switches_per_100_gt"],
             "cars_median_id_keep_fraction": cars.get("median_id_keep_fraction")}
 

@@ -7,7 +7,8 @@ be replayed under other rules in seconds, with exactly the ids the model would
 give. The replay of the model's own rule must reproduce the model's ids (checked).
 
     python bench/track_id_replay.py --checkpoint models/tiny_default.pt --data-root data/synthetic \
-        --version v1.0-synthetic-val [--recording outputs/track_id_recording.pt] [--name track_id_replay]
+        --version v1.0-synthetic-val [--recording outputs/track_id_recording.pt] [--name track_id_replay] \
+        [--condition clean|crash1|crash2|frame_lost|dead]
 
 Rules: ``take`` (outputs at or above it inherit an id), ``hand_on`` (kept queries at
 or above it can pass theirs on; none: every kept query, the rule before issue 14's
@@ -55,9 +56,10 @@ def detection_record(d: Detection) -> dict:
             "occlusion": d.occlusion, "track_id": d.track_id}
 
 
-def record(checkpoint: str, data_root: str, version: str) -> dict:
-    """One clean model run: per frame every query's centre [Q, 3], velocity [Q, 3], label,
-    score and id, time and ego pose; the run's ground truth and detections per sequence."""
+def record(checkpoint: str, data_root: str, version: str, condition: str = "clean") -> dict:
+    """One model run under ``condition`` (evaluate.standard_conditions): per frame every
+    query's centre [Q, 3], velocity [Q, 3], label, score and id, time and ego pose; the
+    run's ground truth and detections per sequence."""
     model, cfg = load_detector(checkpoint)
     model.track_filter_cfg = replace(model.track_filter_cfg, enabled=False)    # the head's own velocities
     frames: list[dict] = []
@@ -74,7 +76,7 @@ def record(checkpoint: str, data_root: str, version: str) -> dict:
     DynamicHead.forward = recording_forward
     try:
         dataset = SequenceDataset(data_root, version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
-        run = run_model(model, dataset, standard_conditions(dataset.rig.camera_names)["clean"])
+        run = run_model(model, dataset, standard_conditions(dataset.rig.camera_names)[condition])
     finally:
         DynamicHead.forward = forward
     head = model.head
@@ -137,6 +139,8 @@ def recording_arguments(doc: str, name: str):
     parser = evaluation_parser(doc, name, device=False)
     parser.add_argument("--recording", default="outputs/track_id_recording.pt",
                         help="the recorded model run (written when absent, reused when present)")
+    parser.add_argument("--condition", default="clean", choices=["clean", "crash1", "crash2", "frame_lost", "dead"],
+                        help="the cameras' condition while recording (evaluate.standard_conditions)")
     return parser.parse_args()
 
 
@@ -145,7 +149,7 @@ def load_or_record(args) -> dict:
     path = Path(args.recording)
     if path.exists():
         return torch.load(path, weights_only=True)
-    recording = record(args.checkpoint, args.data_root, args.version)
+    recording = record(args.checkpoint, args.data_root, args.version, args.condition)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(recording, path)
     return recording

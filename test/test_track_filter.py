@@ -11,7 +11,7 @@ import torch
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_detections, filter_sample
 
 CFG = TrackFilterConfig(heading_speed_sigmas=0.0, smooth_centres=False,   # velocity and ids only
-                        velocity_along_heading_classes=[])
+                        velocity_along_heading_classes=[], class_velocity_noise_mps={})
 ONE = torch.tensor([0.9])     # a confident detection's score
 DT_US = 100_000          # 10 Hz
 
@@ -262,3 +262,26 @@ def test_a_vehicle_publishes_only_the_velocity_along_its_axis_and_a_person_all_o
         assert car[0, 7:9].tolist() == pytest.approx([6.0, 0.0], abs=1e-5)
         person, _, _ = filter_sample(box, torch.tensor([3]), torch.tensor([7]), ONE, pose, 0, None, along)
         assert person[0, 7:9].tolist() == pytest.approx([6.0, 3.0], abs=1e-5)
+
+
+def test_a_class_whose_head_velocity_is_good_keeps_it_against_jittering_centres():
+    """A parked riderless cycle (class 5): the head says 0.05 m/s off, centres jitter by 0.3 m.
+    With the shared 3 m/s velocity noise the jitter becomes motion; with the class's own
+    0.2 m/s the filtered velocity stays near the head's."""
+    still, small_error = np.zeros(2), np.array([0.05, 0.0])
+    shared, _ = run_track(30, true_velocity=still, label=5, head_error=small_error)
+    own, _ = run_track(30, true_velocity=still, label=5, head_error=small_error,
+                       cfg=replace(CFG, class_velocity_noise_mps={"riderless_non_motor": 0.2}))
+    shared_errors = [np.linalg.norm(global_velocity(f, pose)) for f, _, pose in shared[3:]]
+    own_errors = [np.linalg.norm(global_velocity(f, pose)) for f, _, pose in own[3:]]
+    assert max(own_errors) < 0.15 and max(shared_errors) > 0.4
+    # Another class keeps the shared noise: the same car track is filtered as before.
+    car, _ = run_track(30, cfg=replace(CFG, class_velocity_noise_mps={"riderless_non_motor": 0.2}))
+    assert all(torch.equal(a, b) for (a, _, _), (b, _, _) in zip(car, run_track(30)[0]))
+
+
+def test_a_per_class_velocity_noise_for_an_unknown_class_is_refused():
+    with pytest.raises(ValueError, match="unknown classes"):
+        TrackFilterConfig(class_velocity_noise_mps={"tram": 0.5})
+    with pytest.raises(ValueError, match="> 0"):
+        TrackFilterConfig(class_velocity_noise_mps={"car": 0.0})

@@ -28,6 +28,7 @@ from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import ConcatSequenceDataset, SequenceDataset, StreamSampler, collate
 from ..sensor_dropout import SensorDropout, drop_cameras, drop_lidar
+from ..models.head.losses import DynamicLossConfig
 from ..models.model_config import CameraDropoutConfig, ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
 from .freeze import apply_freeze_schedule, keep_norms_in_eval, parameter_groups
@@ -57,6 +58,10 @@ class TrainConfig:
     # e.g. {p_missing: 0.7, n_min: 1, n_max: 4}: Frame Lost loses 3 or more of 7 cameras in
     # a third of its frames (config/train/tiny_stage6.yaml). None: the model's.
     camera_dropout_faults: CameraDropoutConfig | None = None
+    # This stage's loss weights instead of the model config's ``loss`` section (replaced whole:
+    # fields not given take their defaults), e.g. {code_weights: [...]} to weigh velocity more
+    # (config/train/tiny_stage7.yaml). Saved with the weights. None: the model's.
+    loss: DynamicLossConfig | None = None
     # Probability that a stream's whole LiDAR input is removed (sensor_dropout.py;
     # decided per stream, so per frame in stage 1). 0: never.
     lidar_dropout: float = 0.0
@@ -188,6 +193,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     model_cfg = load_model_config(cfg.model)
     if cfg.camera_dropout_faults is not None:   # saved with the weights: what this training drew
         model_cfg = replace(model_cfg, camera_dropout=cfg.camera_dropout_faults)
+    if cfg.loss is not None:
+        model_cfg = replace(model_cfg, loss=cfg.loss)
     rig = model_cfg.load_rig()
     if cfg.camera_dropout and model_cfg.camera_dropout.n_max > len(rig.camera_names):
         raise ValueError(f"camera dropout fails up to n_max={model_cfg.camera_dropout.n_max} cameras, but the rig "

@@ -43,7 +43,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from .boxes import STATIC_CLASSES
+from .boxes import CLASS_NAMES, STATIC_CLASSES
 
 
 @dataclass
@@ -51,6 +51,10 @@ class TrackFilterConfig:
     enabled: bool = True
     position_noise_m: float = 0.5          # std of a detected centre
     velocity_noise_mps: float = 3.0        # std of the head's velocity
+    # Per class name, where the head's velocity is far better than velocity_noise_mps: a parked
+    # cycle's is ~0.1 m/s off, and centres jittering by decimetres must not make it move
+    # (docs/model.md, "Per-class velocity noise").
+    class_velocity_noise_mps: dict[str, float] = field(default_factory=lambda: {"riderless_non_motor": 0.3})
     acceleration_noise_mps2: float = 0.5   # std of the unmodelled acceleration (process noise)
     gate_m: float = 4.0                    # an id's centre this far from its prediction: a new track
     max_gap_s: float = 2.0                 # a track unseen this long is forgotten
@@ -81,6 +85,12 @@ class TrackFilterConfig:
             raise ValueError("track_filter.heading_speed_sigmas and heading_min_speed_mps must be >= 0")
         if not set(self.heading_is_motion_classes) <= set(self.heading_from_motion_classes):
             raise ValueError("track_filter.heading_is_motion_classes must be among heading_from_motion_classes")
+        unknown = set(self.class_velocity_noise_mps) - set(CLASS_NAMES)
+        if unknown:
+            raise ValueError(f"track_filter.class_velocity_noise_mps: unknown classes {sorted(unknown)}; "
+                             f"known: {list(CLASS_NAMES)}")
+        if any(v <= 0 for v in self.class_velocity_noise_mps.values()):
+            raise ValueError("track_filter.class_velocity_noise_mps values must be > 0")
         if self.reid_gate_m < 0 or self.reid_min_hits < 1:
             raise ValueError("track_filter.reid_gate_m must be >= 0 and reid_min_hits >= 1")
 
@@ -156,7 +166,11 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
     centres = box_np[:, :2] @ rotation.T + translation                      # [K, 2] global
     velocities = box_np[:, 7:9] @ rotation.T                                # [K, 2] global axes
     measured = np.concatenate([centres, velocities], axis=1)               # [K, 4]
-    R = np.diag([cfg.position_noise_m ** 2] * 2 + [cfg.velocity_noise_mps ** 2] * 2)
+    velocity_noise = np.array([cfg.class_velocity_noise_mps.get(CLASS_NAMES[c], cfg.velocity_noise_mps)
+                               for c in label_np], dtype=np.float64)
+    R = np.zeros((len(measured), 4, 4))                                    # [K, 4, 4] measurement noise
+    R[:, 0, 0] = R[:, 1, 1] = cfg.position_noise_m ** 2
+    R[:, 2, 2] = R[:, 3, 3] = velocity_noise ** 2
 
     moving = ~np.isin(label_np, STATIC_CLASSES)
     F, Q = _transition((timestamp_us - last_seen) * 1e-6, cfg.acceleration_noise_mps2)
@@ -181,13 +195,13 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
                     track_of[k], out_ids[k] = row, track_ids[row]
                     aliases[int(head_ids[k])] = int(track_ids[row])
     out_means = measured.copy()                                            # unmatched: a new track
-    out_covariances = np.tile(R, (len(measured), 1, 1))
+    out_covariances = R.copy()
     out_hits = (score_np >= cfg.reid_min_score).astype(np.int64)
     matched = np.nonzero(track_of >= 0)[0]
     if len(matched):
         r = track_of[matched]
         P = predicted_cov[r]
-        gain = P @ np.linalg.inv(P + R)
+        gain = P @ np.linalg.inv(P + R[matched])
         out_means[matched] = predicted[r] + np.einsum("nij,nj->ni", gain, measured[matched] - predicted[r])
         out_covariances[matched] = (np.eye(4) - gain) @ P
         out_hits[matched] += hits[r]
