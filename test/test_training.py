@@ -14,6 +14,7 @@ from sparsecomp_core.config import to_dict
 from sparsecomp_core.data.synthetic.generate import generate
 from sparsecomp_core.models.bev.lidar import LidarBranch
 from sparsecomp_core.models.detector import SparseCompDetector
+from sparsecomp_core.models.head.losses import DynamicLossConfig
 from sparsecomp_core.models.model_config import CameraDropoutConfig
 from sparsecomp_core.data.dataset import ConcatSequenceDataset, SequenceDataset
 from sparsecomp_core.rig import load_rig
@@ -118,6 +119,23 @@ def test_camera_dropout_faults_replace_the_model_configs_for_this_stage_and_are_
     cfg.camera_dropout_faults = CameraDropoutConfig(p_missing=0.5, n_min=1, n_max=8)
     with pytest.raises(ValueError, match="n_max=8 cameras, but the rig 'default7' has 7"):
         train(cfg)
+
+
+def test_a_stages_loss_weights_replace_the_model_configs_and_are_saved_with_it(tmp_path):
+    """TrainConfig.loss (e.g. velocity weighed more for one stage) is the loss the stage trains
+    with: a zero box weight leaves no box term in the logged losses, while the same stage with
+    the model's weights has one; the saved model config says what was used."""
+    generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=1, frames=3, image_size=(64, 128),
+             lidar_beams=8, lidar_azimuths=128, progress=False)
+    box_terms = {}
+    for name, loss in (("model_loss", None), ("no_box", DynamicLossConfig(box_weight=0.0))):
+        cfg = config(tmp_path, name, 2)
+        cfg.loss = loss
+        saved = torch.load(train(cfg), weights_only=False)["model_config"]
+        logged = [json.loads(line) for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        box_terms[name] = [entry["loss_box"] for entry in logged]
+        assert saved["loss"]["box_weight"] == (0.25 if loss is None else 0.0)
+    assert all(term > 0 for term in box_terms["model_loss"]) and all(term == 0 for term in box_terms["no_box"])
 
 
 def test_camera_stream_dropout_needs_a_lidar_and_the_two_probabilities_sum_to_at_most_1(tmp_path):
