@@ -2,7 +2,9 @@
 # Reproduces a shipped model from nothing: generates the training and
 # held-out data (fixed seeds), trains stage 1 and stage 2 on 12 scenes, stage 3 on
 # 48 more, stage 4 on those 108 (config/train/<model>_stage{1,2,3,4}.yaml) and exports
-# the weights; tiny goes on with stage 5 (2500 more steps on the same 108). Stage 4 of
+# the weights; tiny goes on with stage 5 (2500 more steps on the same 108), then stages
+# 6 and 7 from stage 5 (48 more scenes and more failed cameras; velocity weighed more),
+# and ships the average of stages 5, 6 and 7's weights. Stage 4 of
 # tiny starts its camera path from tiny_camera's stage 4, so
 # tiny first trains tiny_camera (the same script) when that result is missing.
 #   scripts/train_default.sh [tiny|tiny_camera] [--device cpu|cuda] [--install]
@@ -17,7 +19,8 @@
 # training resumes from checkpoints/<model>_stage{1,2,3}/last.pt; a stage whose model.pt
 # exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3.5 h on 2
 # otherwise idle CPU cores per model (0.6-1.4 s per step; stage 3 about 20 min, stages 4
-# and 5 about 30 min each; tiny also needs tiny_camera's), plus about 50 min to generate the data;
+# and 5 about 30 min each; tiny also needs tiny_camera's, and its stages 6 and 7 take
+# about 40 and 20 min more), plus about 70 min to generate the data;
 # on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
@@ -48,7 +51,17 @@ generate() {  # <version> <seed> <scenes> <frames>
 generate v1.0-synthetic-train 1 12 100
 generate v1.0-synthetic-train-large 11 48 60   # stage 3: more scenes (docs/data_training_evaluation.md)
 generate v1.0-synthetic-train-extra 13 48 60   # stage 4: more again
+generate v1.0-synthetic-train-more 17 48 60    # tiny's stage 6
 generate v1.0-synthetic-val 2 3 60        # held out: other seeds, never trained on
+
+average() {  # <name> <stage>...: the mean of those stages' weights (training/average_weights.py)
+  local out="checkpoints/${MODEL}_$1/model.pt" inputs=()
+  shift
+  for input in "$@"; do inputs+=("checkpoints/${MODEL}_${input}/model.pt"); done
+  if [[ ! -f "$out" ]]; then
+    python -m sparsecomp_core.training.average_weights --out "$out" "${inputs[@]}"
+  fi
+}
 
 stage() {  # <stage>: a stage whose model.pt exists is done (training writes it only at the end)
   if [[ ! -f "checkpoints/${MODEL}_$1/model.pt" ]]; then
@@ -63,9 +76,12 @@ if [[ $MODEL == tiny && ! -f checkpoints/tiny_camera_stage4/model.pt ]]; then
 fi
 stage stage4
 FINAL=stage4
-if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 5")
+if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 5", "Stage 8")
   stage stage5
-  FINAL=stage5
+  stage stage6                  # from stage 5: 48 more scenes, 1-4 cameras failed
+  stage stage7                  # from stage 5: velocity weighed more
+  average averaged stage5 stage6 stage7
+  FINAL=averaged
 fi
 
 RESULT="checkpoints/${MODEL}_default.pt"

@@ -1,6 +1,8 @@
 """scripts/train_default.sh reproduces the shipped models from nothing: its stage configs
-chain (each stage starts from the previous one's result), train the model they are named
-after, and train only on data the script generates with seeds other than the held-out ones."""
+chain (each stage starts from the previous one's result; stages that are averaged start
+from the first of them), train the model they are named after, and train only on data the
+script generates with seeds other than the held-out ones; what it exports is its last stage
+or an average of stages it trains."""
 from __future__ import annotations
 
 import re
@@ -16,18 +18,22 @@ SCRIPT = REPO_ROOT / "scripts" / "train_default.sh"
 HELD_OUT_SEEDS = {2, 3}       # v1.0-synthetic-val (every reported number) and v1.0-synthetic-tune
 
 
-def script_stages(model: str) -> tuple[list[str], str]:
+def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]]]:
     """The stages the script trains for ``model`` (every model's, then those of its
-    ``if [[ $MODEL == <model> ]]`` block) and the one it exports (FINAL)."""
+    ``if [[ $MODEL == <model> ]]`` block), the one it exports (FINAL) and its averages
+    (``average <name> <stage>...``: name -> stages)."""
     text = SCRIPT.read_text()
-    stages = re.findall(r"^stage (stage\d)$", text, flags=re.MULTILINE)
-    final = re.findall(r"^FINAL=(stage\d)$", text, flags=re.MULTILINE)
+    stages = re.findall(r"^stage (stage\d)\b", text, flags=re.MULTILINE)
+    final = re.findall(r"^FINAL=(\w+)$", text, flags=re.MULTILINE)
+    averages = {}
     for block_model, block in re.findall(r"^if \[\[ \$MODEL == (\w+) \]\]; then.*?\n(.*?)^fi$", text,
                                          flags=re.MULTILINE | re.DOTALL):
         if block_model == model:
-            stages += re.findall(r"^  stage (stage\d)$", block, flags=re.MULTILINE)
-            final += re.findall(r"^  FINAL=(stage\d)$", block, flags=re.MULTILINE)
-    return stages, final[-1]
+            stages += re.findall(r"^  stage (stage\d)\b", block, flags=re.MULTILINE)
+            final += re.findall(r"^  FINAL=(\w+)$", block, flags=re.MULTILINE)
+            averages.update({name: inputs.split() for name, inputs in
+                             re.findall(r"^  average (\w+) ((?:stage\d ?)+)$", block, flags=re.MULTILINE)})
+    return stages, final[-1], averages
 
 
 def generated_versions() -> dict[str, int]:
@@ -38,7 +44,7 @@ def generated_versions() -> dict[str, int]:
 
 @pytest.mark.parametrize("model", ["tiny", "tiny_camera"])
 def test_stages_chain_and_train_on_generated_training_data_only(model):
-    stages, final = script_stages(model)
+    stages, final, averages = script_stages(model)
     assert stages[0] == "stage1" and len(stages) >= 2
     versions = generated_versions()
     previous_out = None
@@ -50,7 +56,12 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
         if previous_out is None:
             assert cfg.init_from is None and cfg.stage == "stage1"
         else:
-            assert cfg.init_from == f"{previous_out}/model.pt", f"{stage} does not start from the stage before it"
+            branch_of = [inputs[0] for inputs in averages.values() if stage in inputs[1:]]
+            if branch_of:      # averaged stages branch from the first of them (one start: one basin)
+                assert cfg.init_from == f"checkpoints/{model}_{branch_of[0]}/model.pt", \
+                    f"{stage} is averaged with {branch_of[0]} but does not start from it"
+            else:
+                assert cfg.init_from == f"{previous_out}/model.pt", f"{stage} does not start from the stage before it"
             assert cfg.stage == "stage2"
         assert cfg.data_root == "data/synthetic"
         for version in cfg.data_versions:
@@ -63,5 +74,8 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             assert f'-f {source} ]]; then\n  "$SELF" {match.group(1)}' in SCRIPT.read_text(), \
                 f"{stage} takes {module} from {source}, which the script does not train before it"
         previous_out = cfg.out_dir
-    assert final == stages[-1] and '"checkpoints/${MODEL}_${FINAL}/model.pt"' in SCRIPT.read_text(), \
-        "the script exports another stage than its last"
+    assert '"checkpoints/${MODEL}_${FINAL}/model.pt"' in SCRIPT.read_text()
+    if final in averages:      # the mean of trained stages, the last among them
+        assert set(averages[final]) <= set(stages) and stages[-1] in averages[final], averages[final]
+    else:
+        assert final == stages[-1], "the script exports another stage than its last"
