@@ -228,9 +228,15 @@ def checkpoint_cameras(checkpoint: str | Path) -> list[str]:
 def save_model_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, **extra) -> Path:
     """Write ``{"model": state dict, "model_config": plain dict, **extra}`` atomically (a
     half-written file is never left under ``path``); loadable with ``weights_only=True``."""
+    return write_checkpoint(path, {"model": model.state_dict(), "model_config": to_dict(cfg), **extra})
+
+
+def write_checkpoint(path: str | Path, checkpoint: dict) -> Path:
+    """Write a checkpoint dict (tensors and plain containers) atomically: to a temporary
+    file beside ``path``, then renamed over it."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "model_config": to_dict(cfg), **extra}, tmp)
+    torch.save(checkpoint, tmp)
     tmp.replace(path)
     return path
 

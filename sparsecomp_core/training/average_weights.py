@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.detector import read_checkpoint
+from ..models.detector import read_checkpoint, write_checkpoint
 
 
 def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -58,13 +58,9 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
         if "model" not in checkpoint or "model_config" not in checkpoint:
             raise ValueError(f"{path} is not a model checkpoint (needs 'model' and 'model_config')")
     averaged = average_state_dicts([checkpoint["model"] for checkpoint in checkpoints])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"model": averaged, "model_config": checkpoints[0]["model_config"],
-                "averaged_from": [str(path) for path in paths]}, tmp)
-    tmp.replace(out)
-    return out
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return write_checkpoint(out, {"model": averaged, "model_config": checkpoints[0]["model_config"],
+                                  "averaged_from": [str(path) for path in paths]})
 
 
 def main() -> None:

@@ -166,8 +166,8 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
     centres = box_np[:, :2] @ rotation.T + translation                      # [K, 2] global
     velocities = box_np[:, 7:9] @ rotation.T                                # [K, 2] global axes
     measured = np.concatenate([centres, velocities], axis=1)               # [K, 4]
-    velocity_noise = np.array([cfg.class_velocity_noise_mps.get(CLASS_NAMES[c], cfg.velocity_noise_mps)
-                               for c in label_np], dtype=np.float64)
+    velocity_noise = np.array([cfg.class_velocity_noise_mps.get(name, cfg.velocity_noise_mps)
+                               for name in CLASS_NAMES])[label_np]                # [K] per detection
     R = np.zeros((len(measured), 4, 4))                                    # [K, 4, 4] measurement noise
     R[:, 0, 0] = R[:, 1, 1] = cfg.position_noise_m ** 2
     R[:, 2, 2] = R[:, 3, 3] = velocity_noise ** 2
