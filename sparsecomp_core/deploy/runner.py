@@ -117,7 +117,7 @@ class FrameEncoder:
         detections = postprocess({"cls_logits": cls_logits[None], "occlusion_logits": outputs["occlusion_logits"][None],
                                   "boxes": boxes[None], "ids": ids}, postprocess_cfg)
         detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, state.tracks,
-                                               self.cfg.track_filter, inputs.sequence_ids)
+                                               self.cfg.track_filter, inputs.sequence_ids, inputs.lidar_points)
         new_state = RunnerState({name: outputs[name] for name in buffer_names}, kept_ids, next_id,
                                 None if inputs.sequence_ids is None else tuple(inputs.sequence_ids), tracks)
         return detections, new_state

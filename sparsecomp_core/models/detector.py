@@ -125,7 +125,7 @@ class SparseCompDetector(nn.Module):
         post-processed, then through the track filter from ``tracks`` (ModelState.tracks)."""
         detections = postprocess(outputs, postprocess_cfg or self.postprocess_cfg)
         return filter_detections(detections, inputs.ego2global, inputs.timestamp_us, tracks, self.track_filter_cfg,
-                                 inputs.sequence_ids)
+                                 inputs.sequence_ids, inputs.lidar_points)
 
 
 def build_detector(cfg: ModelConfig) -> SparseCompDetector:

@@ -44,6 +44,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .boxes import CLASS_NAMES, STATIC_CLASSES
+from .sweep_velocity import SweepVelocityConfig, sweep_velocities as measure_sweep_velocities
 
 
 @dataclass
@@ -76,6 +77,9 @@ class TrackFilterConfig:
     # it helps clean (vehicles move along their length) but ruins the velocity where the axis is
     # wrong, under camera faults and in the camera-only model (docs/model.md).
     velocity_along_heading_classes: list[int] = field(default_factory=list)
+    # Velocity measured by registering each box's LiDAR points across the merged sweeps
+    # (sweep_velocity.py; docs/model.md, "Velocity from the sweeps").
+    sweep_velocity: SweepVelocityConfig = field(default_factory=SweepVelocityConfig)
 
     def __post_init__(self) -> None:
         for name in ("position_noise_m", "velocity_noise_mps", "acceleration_noise_mps2", "gate_m", "max_gap_s"):
@@ -133,11 +137,13 @@ def _transition(dt: np.ndarray, acceleration_noise: float) -> tuple[np.ndarray, 
 
 
 def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, ego2global: Tensor, timestamp_us: int,
-                  state: TrackFilterState | None, cfg: TrackFilterConfig,
-                  sequence_id: object = None) -> tuple[Tensor, Tensor, TrackFilterState]:
+                  state: TrackFilterState | None, cfg: TrackFilterConfig, sequence_id: object = None,
+                  sweep_velocities: np.ndarray | None = None) -> tuple[Tensor, Tensor, TrackFilterState]:
     """One sample's detections: boxes [K, 10] (ego frame: centre, size, yaw, velocity),
     labels [K], ids [K] (the head's; unique within the frame), scores [K], ego2global
-    [4, 4], timestamp_us. Returns the boxes with filtered velocities (centres with
+    [4, 4], timestamp_us; sweep_velocities [K, 2] (ego frame, NaN: none) measured from
+    the LiDAR sweeps (sweep_velocity.py), which replace the head's velocity as the
+    measurement, with std ``cfg.sweep_velocity.noise_mps``. Returns the boxes with filtered velocities (centres with
     ``smooth_centres``, headings of surely moving boxes with ``heading_speed_sigmas``), the
     published ids [K] (same dtype and device as given) and the new state."""
     state = state or TrackFilterState()
@@ -164,10 +170,15 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
             out_ids[i] = head_ids[i]
             aliases.pop(int(head_ids[i]), None)
     centres = box_np[:, :2] @ rotation.T + translation                      # [K, 2] global
-    velocities = box_np[:, 7:9] @ rotation.T                                # [K, 2] global axes
-    measured = np.concatenate([centres, velocities], axis=1)               # [K, 4]
     velocity_noise = np.array([cfg.class_velocity_noise_mps.get(name, cfg.velocity_noise_mps)
                                for name in CLASS_NAMES])[label_np]                # [K] per detection
+    ego_velocities = box_np[:, 7:9].copy()
+    if sweep_velocities is not None:                                        # measured from the LiDAR sweeps
+        from_sweeps = np.isfinite(sweep_velocities).all(axis=1)
+        ego_velocities[from_sweeps] = sweep_velocities[from_sweeps]
+        velocity_noise = np.where(from_sweeps, cfg.sweep_velocity.noise_mps, velocity_noise)
+    velocities = ego_velocities @ rotation.T                                # [K, 2] global axes
+    measured = np.concatenate([centres, velocities], axis=1)               # [K, 4]
     R = np.zeros((len(measured), 4, 4))                                    # [K, 4, 4] measurement noise
     R[:, 0, 0] = R[:, 1, 1] = cfg.position_noise_m ** 2
     R[:, 2, 2] = R[:, 3, 3] = velocity_noise ** 2
@@ -254,11 +265,13 @@ def heading_from_motion(yaw: np.ndarray, velocity: np.ndarray, velocity_cov: np.
 
 
 def filter_detections(detections: list[dict[str, Tensor]], ego2global: Tensor, timestamp_us: Tensor,
-                      states: tuple, cfg: TrackFilterConfig,
-                      sequence_ids: Sequence | None = None) -> tuple[list[dict[str, Tensor]], tuple]:
+                      states: tuple, cfg: TrackFilterConfig, sequence_ids: Sequence | None = None,
+                      lidar_points: Sequence[Tensor] | None = None) -> tuple[list[dict[str, Tensor]], tuple]:
     """``filter_sample`` per sample of a batch: detections as head.postprocess gives them
     (boxes [K, 10], labels [K], ids [K], ...), ego2global [B, 4, 4], timestamp_us [B],
-    states: one TrackFilterState per sample (() before the first frame). Returns the
+    states: one TrackFilterState per sample (() before the first frame), lidar_points:
+    the model's LiDAR input per sample ([N, 5] merged sweeps give velocities measured
+    from the sweeps; None, or one sweep: none). Returns the
     detections with filtered boxes and published ids, and the new states; with ``cfg.enabled`` false,
     both unchanged."""
     if not cfg.enabled:
@@ -267,9 +280,15 @@ def filter_detections(detections: list[dict[str, Tensor]], ego2global: Tensor, t
         states = (None,) * len(detections)
     filtered, new_states = [], []
     for b, (detection, state) in enumerate(zip(detections, states)):
+        measured = None
+        if lidar_points is not None and cfg.sweep_velocity.enabled:
+            measured = measure_sweep_velocities(lidar_points[b].detach().cpu().numpy(),
+                                                detection["boxes"].detach().cpu().numpy(),
+                                                detection["labels"].cpu().numpy(),
+                                                detection["scores"].detach().cpu().numpy(), cfg.sweep_velocity)
         boxes, ids, state = filter_sample(detection["boxes"], detection["labels"], detection["ids"],
                                           detection["scores"], ego2global[b], int(timestamp_us[b]), state, cfg,
-                                          None if sequence_ids is None else sequence_ids[b])
+                                          None if sequence_ids is None else sequence_ids[b], measured)
         filtered.append({**detection, "boxes": boxes, "ids": ids})
         new_states.append(state)
     return filtered, tuple(new_states)
