@@ -1,11 +1,13 @@
 """The track filter (head/track_filter.py) replayed on one recorded model run, per setting.
 
 The filter only rewrites the velocities, centres, headings and ids of the
-detections the model gave, from their ids, poses and times, so one pass of the
-model (bench/track_id_replay.py's recording: clean, or under ``--condition``)
-lets every setting be scored in seconds: detection figures (mAP, NDS, mAVE,
-mATE, mAOE and each class's AOE) and the tracking section, each against the
-model's own output (no filter).
+detections the model gave, from their ids, poses, times and the LiDAR sweeps, so
+one pass of the model (bench/track_id_replay.py's recording: clean, or under
+``--condition``) lets every setting be scored in seconds: detection figures (mAP,
+NDS, mAVE, mATE, mAOE and each class's AOE and AVE) and the tracking section,
+each against the model's own output (no filter). The rows before "velocity from
+the sweeps" run without the LiDAR points (the filter as it was before it); those
+after read each frame's merged sweeps from the data set (about a minute).
 
     python bench/track_filter.py --checkpoint models/tiny_default.pt [--version v1.0-synthetic-val]
         [--recording outputs/track_id_recording.pt] [--name track_filter] [--condition crash2]
@@ -15,7 +17,8 @@ Writes bench/results/<name>-<cpu|gpu>.json and prints a Markdown table.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_result  # noqa: E402
 from track_id_replay import as_detection, load_or_record, recording_arguments  # noqa: E402
 
+from sparsecomp_core.data.dataset import SequenceDataset  # noqa: E402
 from sparsecomp_core.evaluation.metrics import detection_report  # noqa: E402
 from sparsecomp_core.evaluation.tracking_metrics import tracking_metrics  # noqa: E402
+from sparsecomp_core.models.detector import load_detector  # noqa: E402
+from sparsecomp_core.models.head.sweep_velocity import sweep_velocities  # noqa: E402
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_sample  # noqa: E402
 
 # Before heading from motion, smoothed centres, velocity along the axis and per-class velocity noise:
@@ -75,8 +81,50 @@ SETTINGS = [  # name, config (None: the model's output as it is)
 ]
 
 
-def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None) -> dict:
-    """The recorded sequences with each frame's detections passed through the filter."""
+# Velocity measured from the LiDAR sweeps (head/sweep_velocity.py), on top of the defaults:
+SWEEPS = TrackFilterConfig(enabled=True).sweep_velocity
+SWEEP_SETTINGS = [
+    ("the defaults + velocity from the sweeps (installed)", TrackFilterConfig(enabled=True)),
+    ("... sweeps measured from score 0.05", replace(SWEEPS, min_score=0.05)),
+    ("... sweep velocity noise 0.3 m/s", replace(SWEEPS, noise_mps=0.3)),
+    ("... sweep velocity noise 1 m/s", replace(SWEEPS, noise_mps=1.0)),
+    ("... no length margin (a short box cuts a bus's ends)", replace(SWEEPS, length_margin_fraction=0.0)),
+    ("... no sharpness check (faces sliding along themselves measured)", replace(SWEEPS, min_sharpness_m=0.0)),
+    ("... inlier fraction 0.6", replace(SWEEPS, min_inlier_fraction=0.6)),
+    ("... sideways penalty 0.25", replace(SWEEPS, lateral_penalty=0.25)),
+    ("... no sideways speed for vehicles", replace(SWEEPS, max_lateral_mps=0.0)),
+    ("... riderless cycles measured too", replace(SWEEPS, classes=[0, 1, 2, 3, 4, 5])),
+]
+SWEEP_SETTINGS = [(name, cfg if isinstance(cfg, TrackFilterConfig) else TrackFilterConfig(enabled=True,
+                                                                                          sweep_velocity=cfg))
+                      for name, cfg in SWEEP_SETTINGS]
+
+
+def recorded_sweeps(recording: dict, data_root: str, version: str, model_cfg) -> dict:
+    """Each recorded frame's LiDAR input as the model got it (sequence -> list per frame;
+    [N, 5] merged sweeps for lidar.sweeps > 1), read from the data set the recording was
+    made on."""
+    names = set(recording["sequences"])
+    dataset = SequenceDataset(data_root, version, model_cfg.load_rig(), lidar_sweeps=model_cfg.lidar.sweeps)
+    points: dict[str, list] = {}
+    for scene in range(len(dataset.scenes)):
+        for index in range(dataset.scene_length(scene)):
+            frame = dataset.load(scene, index)
+            if frame.sequence_id in names:
+                points.setdefault(frame.sequence_id, []).append(frame.lidar)
+    missing = [name for name in names if len(points.get(name, [])) != len(recording["sequences"][name])]
+    if missing:
+        raise ValueError(f"the recording's sequences {missing[:3]} are not in {data_root}/{version}: pass the "
+                         "--data-root / --version the recording was made on")
+    return points
+
+
+MEASURING_S: list[float] = []      # seconds per frame spent measuring velocities from the sweeps
+
+
+def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None, points: dict | None = None) -> dict:
+    """The recorded sequences with each frame's detections passed through the filter (with
+    ``points``, sequence -> merged sweeps per frame, the velocity measured from them)."""
     sequences = {}
     for name, seq in recording["sequences"].items():
         state, frames = None, []
@@ -88,7 +136,14 @@ def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None) -> dict:
                 ids = torch.tensor([d.track_id for d in detections])
                 scores = torch.tensor([d.score for d in detections])
                 pose, time_us = recording["ego_poses"][name][index], recording["timestamps"][name][index]
-                boxes, ids, state = filter_sample(boxes, labels, ids, scores, pose, int(time_us), state, cfg, name)
+                measured = None
+                if points is not None:
+                    started = time.perf_counter()
+                    measured = sweep_velocities(points[name][index].numpy(), boxes.numpy(), labels.numpy(),
+                                                scores.numpy(), cfg.sweep_velocity)
+                    MEASURING_S.append(time.perf_counter() - started)
+                boxes, ids, state = filter_sample(boxes, labels, ids, scores, pose, int(time_us), state, cfg, name,
+                                                  measured)
                 detections = [replace(d, box=b, track_id=int(i)) for d, b, i in zip(detections, boxes.numpy(), ids)]
             frames.append(([as_detection(g) for g in gt], detections))
         sequences[name] = frames
@@ -116,8 +171,16 @@ def figures(recording: dict, sequences: dict) -> dict:
 def main() -> None:
     args = recording_arguments(__doc__, "track_filter")
     recording = load_or_record(args)
-    rows = [{"setting": name, "config": None if cfg is None else vars(cfg),
+    rows = [{"setting": name, "config": None if cfg is None else asdict(cfg),
              **figures(recording, filtered_sequences(recording, cfg))} for name, cfg in SETTINGS]
+    model_cfg = load_detector(args.checkpoint)[1]
+    if model_cfg.lidar.enable and model_cfg.lidar.sweeps > 1:
+        points = recorded_sweeps(recording, args.data_root, args.version, model_cfg)
+        for name, cfg in SWEEP_SETTINGS:
+            MEASURING_S.clear()
+            rows.append({"setting": name, "config": asdict(cfg),
+                         **figures(recording, filtered_sequences(recording, cfg, points)),
+                         "sweep_velocity_ms_per_frame": 1000 * float(np.mean(MEASURING_S))})
     print(markdown_table(rows, "setting", hidden=("config",), number_format=".3f"))
     write_result(args.name, {"checkpoint": Path(args.checkpoint).name, "data": f"{args.data_root}/{args.version}",
                              "settings": rows})

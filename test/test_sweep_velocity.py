@@ -205,3 +205,33 @@ def test_filter_detections_measures_the_sweeps_of_each_sample():
     off = replace(filter_cfg, sweep_velocity=replace(filter_cfg.sweep_velocity, enabled=False))
     ignored, _ = filter_detections(detections, poses, times, (), off, ["s"], [points])
     np.testing.assert_allclose(ignored[0]["boxes"][0, 7:9].numpy(), 0.0)
+
+
+@pytest.mark.parametrize("lidar", [False, True])
+def test_only_a_model_with_a_lidar_measures_velocities_from_the_points(lidar, monkeypatch):
+    # A camera-only model is evaluated on data that has LiDAR too: it must not read it.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from helpers import toy_scene
+    from test_detector import micro_model
+
+    from sparsecomp_core.models import detector as detector_module
+
+    given = []
+    real = detector_module.filter_detections
+
+    def spy(*args, **kwargs):
+        given.append(args[6] if len(args) > 6 else kwargs.get("lidar_points"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(detector_module, "filter_detections", spy)
+    model, rig = micro_model(lidar)
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (1, rig.num_cameras, 3, 64, 128), dtype=torch.uint8, generator=generator)
+    inputs = toy_scene.frame(rig, 0.0, generator, images, lidar=True)
+    assert inputs.lidar_points is not None
+    model.infer(inputs)
+    assert (given[0] is inputs.lidar_points) == lidar and (given[0] is None) == (not lidar)

@@ -116,8 +116,9 @@ class FrameEncoder:
             kept_ids = pushed(kept_ids, ids.gather(1, outputs["kept_index"]))
         detections = postprocess({"cls_logits": cls_logits[None], "occlusion_logits": outputs["occlusion_logits"][None],
                                   "boxes": boxes[None], "ids": ids}, postprocess_cfg)
+        points = inputs.lidar_points if self.cfg.lidar.enable else None      # a camera-only model: none
         detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, state.tracks,
-                                               self.cfg.track_filter, inputs.sequence_ids, inputs.lidar_points)
+                                               self.cfg.track_filter, inputs.sequence_ids, points)
         new_state = RunnerState({name: outputs[name] for name in buffer_names}, kept_ids, next_id,
                                 None if inputs.sequence_ids is None else tuple(inputs.sequence_ids), tracks)
         return detections, new_state

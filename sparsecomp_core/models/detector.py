@@ -124,8 +124,9 @@ class SparseCompDetector(nn.Module):
         """forward's outputs for ``inputs`` -> (detections per sample, new track-filter state):
         post-processed, then through the track filter from ``tracks`` (ModelState.tracks)."""
         detections = postprocess(outputs, postprocess_cfg or self.postprocess_cfg)
+        points = inputs.lidar_points if self.lidar is not None else None    # a camera-only model: none
         return filter_detections(detections, inputs.ego2global, inputs.timestamp_us, tracks, self.track_filter_cfg,
-                                 inputs.sequence_ids, inputs.lidar_points)
+                                 inputs.sequence_ids, points)
 
 
 def build_detector(cfg: ModelConfig) -> SparseCompDetector:
