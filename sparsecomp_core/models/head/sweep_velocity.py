@@ -202,6 +202,9 @@ def _register(points: np.ndarray, tree: cKDTree, box: np.ndarray, isotropic: boo
     registered = [t for t in np.unique(old_lag) if (on_box & (old_lag == t)).sum() >= cfg.min_points]
     if len(registered) < cfg.min_sweeps or inlier.sum() < cfg.min_inlier_fraction * on_box.sum():
         return None
+    edge = cfg.coarse_step_mps       # the best fit at the search's edge: no minimum inside (another object)
+    if abs(best[0]) >= along_max - edge or (across_max > 0 and abs(best[1]) >= across_max - edge):
+        return None
     step = cfg.sharpness_step_mps
     shifts = np.array([[step, 0.0], [-step, 0.0]] + ([[0.0, step], [0.0, -step]] if isotropic else []))
     sharpness = (distances(best + shifts).min() - distances(best[None])[0]) / on_box.sum()
