@@ -164,6 +164,10 @@ def test_what_is_not_measured_is_nan():
             ([0], None, CFG, points[points[:, 4] < 0.05]),             # only the current sweep
             ([0], None, CFG, points[points[:, 2] < 0.1])]:             # only ground: no points on the box
         assert np.isnan(measure([], [box], labels, cfg, cloud, scores)).all(), (labels, scores)
+    # Faster than the search reaches (20 m/s): the best fit sits at its edge, which is no
+    # measurement (without the check this one reads 20.5 m/s).
+    speeding = car([70.0, 30.0], 21.0, 0.5)
+    assert np.isnan(measure([speeding], [detected_box(speeding)], [0])).all()
     far = box.copy()
     far[:2] += 30.0                                                    # a box where nothing is
     assert np.isnan(measure([], [far], [0], points=points)).all()
