@@ -11,6 +11,13 @@ message, i.e. it stalls on exactly the fault we must survive.
 
 ``settled`` says whether waiting could still improve a camera's pick: the
 node waits (bounded) for cameras that fire just after the reference.
+
+Hold: a camera with no image within the slop but one from before the
+reference at most ``hold_ns`` old (its previous frame, when this one was lost)
+gives that one, listed in ``held``: a frame 0.1 s old, placed where the vehicle
+was when it was taken (the node's calibration does that for every image), is
+worth more to the model than no camera (docs/ros.md, "Frame hold"). The health
+check still sees its offset (OUT_OF_SYNC) and fails the camera when it lasts.
 Time going backwards (a bag restarting) clears the caches. Stamps are
 integer nanoseconds.
 """
@@ -40,6 +47,7 @@ class AssembledFrame:
     images: dict[str, tuple[int, Any] | None]    # camera -> (stamp_ns, payload) or None
     nearest_ns: dict[str, int | None]            # camera -> nearest stamp even outside the slop (None: none cached)
     missing: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)   # cameras whose image is an earlier frame's (hold)
 
 
 def ns_to_time(stamp_ns: int) -> Time:
@@ -54,12 +62,15 @@ def time_to_ns(stamp) -> int:
 
 
 class FrameAssembler:
-    def __init__(self, cameras: list[str], slop_ns: int = 60_000_000, cache_size: int = 10):
+    def __init__(self, cameras: list[str], slop_ns: int = 60_000_000, cache_size: int = 10, hold_ns: int = 0):
         if not cameras:
             raise ValueError("need at least one camera")
         if cache_size < 2:
             raise ValueError(f"cache_size must be at least 2, got {cache_size}")
+        if hold_ns < 0:
+            raise ValueError(f"hold_ns must not be negative, got {hold_ns}")
         self.cameras, self.slop_ns, self.cache_size = list(cameras), int(slop_ns), int(cache_size)
+        self.hold_ns = int(hold_ns)
         self.last_reference_ns: int | None = None
         self.reset()
 
@@ -112,16 +123,21 @@ class FrameAssembler:
         self.last_reference_ns = reference_ns
         images: dict[str, tuple[int, Any] | None] = {}
         nearest_ns: dict[str, int | None] = {}
-        missing = []
+        missing, held = [], []
         reference_time = ns_to_time(reference_ns)
         for camera, cache in self._caches.items():
             stamps = self._stamps[camera]
             nearest_ns[camera] = min(stamps, key=lambda stamp: abs(stamp - reference_ns)) if stamps else None
             # Only the slop window is queried from the Cache: its rclpy Time comparisons are slow.
             best = nearest_in_cache(cache, reference_time, self.slop_ns * 1e-9) if stamps else None
+            if best is None and self.hold_ns > self.slop_ns:
+                earlier = [stamp for stamp in stamps if reference_ns - self.hold_ns <= stamp < reference_ns]
+                if earlier:
+                    best = nearest_in_cache(cache, ns_to_time(earlier[-1]), 0.0)
+                    held.append(camera)
             if best is None:
                 images[camera] = None
                 missing.append(camera)
             else:
                 images[camera] = (time_to_ns(best.header.stamp), best.payload)
-        return AssembledFrame(reference_ns, reference, images, nearest_ns, missing)
+        return AssembledFrame(reference_ns, reference, images, nearest_ns, missing, held)

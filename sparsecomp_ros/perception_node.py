@@ -164,6 +164,8 @@ class PerceptionNode(Node):
                                "first camera; 'none' = no frames without the LiDAR)")
         slop_s = param("sync.slop_s", 0.06, "largest |image stamp - reference stamp| used for a frame, s")
         self.sync_wait_s = param("sync.wait_s", 0.05, "longest wait for cameras that fire just after the reference, s")
+        hold_s = param("sync.hold_s", 0.12, "a camera with no image within the slop uses its previous one up to this "
+                       "old (a lost frame; placed where the vehicle was then); 0 = off, s")
         cache_size = param("sync.cache_size", 10, "images kept per camera (message_filters.Cache size)")
         self.ego_frame = param("frames.ego", "base_link", "vehicle frame")
         self.odom_frame = param("frames.odom", "odom", "fixed frame of the ego pose (odom or map)")
@@ -198,6 +200,7 @@ class PerceptionNode(Node):
         self.device = resolve_device(device)
         for name, value, low, low_open, high in (
                 ("sync.slop_s", slop_s, 0.0, True, 1.0), ("sync.wait_s", self.sync_wait_s, 0.0, False, 1.0),
+                ("sync.hold_s", hold_s, 0.0, False, 1.0),
                 ("sync.cache_size", cache_size, 2, False, 1000), ("tf.wait_s", self.tf_wait_s, 0.0, False, 5.0),
                 ("output.score_threshold", self.score_threshold, 0.0, False, 1.0),
                 ("output.max_objects", self.max_objects, 1, False, None),
@@ -254,7 +257,8 @@ class PerceptionNode(Node):
         self.lidar_health = LidarHealth(thresholds=LidarThresholds(
             timeout_s=camera_thresholds["timeout_s"], min_points=lidar_min_points,
             fail_after=camera_thresholds["fail_after"], recover_after=camera_thresholds["recover_after"]))
-        self.assembler = FrameAssembler(self.cameras, slop_ns=int(slop_s * 1e9), cache_size=cache_size)
+        self.assembler = FrameAssembler(self.cameras, slop_ns=int(slop_s * 1e9), cache_size=cache_size,
+                                        hold_ns=int(hold_s * 1e9))
         self.lidar_sweeps = self.model_config.lidar.sweeps if self.model_config.lidar.enable else 1
         self.clouds: deque[CloudEntry] = deque(maxlen=max(cache_size, self.lidar_sweeps + 2))
         self.mailbox = LatestFrameMailbox()

@@ -5,12 +5,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from sparsecomp_core import jsonio
 from sparsecomp_core.data.dataset import SequenceDataset
 from sparsecomp_core.data.synthetic.generate import generate
 from sparsecomp_core.evaluation.detection_metrics import Detection
-from sparsecomp_core.evaluation.evaluate import apply_condition, cascade_variant, evaluate, standard_conditions
+from sparsecomp_core.evaluation.evaluate import (FRAME_HOLD_S, apply_condition, cascade_variant, evaluate,
+                                                 hold_lost_frames, standard_conditions)
 from sparsecomp_core.evaluation.metrics import detection_report, tracking_report
 from sparsecomp_core.rig import load_rig
 
@@ -80,6 +82,45 @@ def test_conditions_and_variants(tmp_path):
     assert report["frames"] == 6 and report["masked_camera_fraction"] == pytest.approx(1 / 7)
     assert 0.0 <= report["mAP"] <= 1.0
     assert evaluate(model, dataset, conditions["clean"], "full", progress=False, max_frames=2)["frames"] == 2
+    # The dead topic (2 cameras from frame 3 of 6): the first dead frame is held from the one
+    # before (0.1 s old), the next two are masked; without a hold all three are masked.
+    held = evaluate(model, dataset, conditions["dead"], "full", progress=False)
+    assert held["held_camera_fraction"] == pytest.approx(2 / 42)
+    assert held["masked_camera_fraction"] == pytest.approx(4 / 42)
+    unheld = evaluate(model, dataset, conditions["dead"], "full", progress=False, hold_s=0.0)
+    assert unheld["held_camera_fraction"] == 0.0 and unheld["masked_camera_fraction"] == pytest.approx(6 / 42)
+
+
+def test_a_lost_frame_takes_the_cameras_previous_image_placed_where_the_vehicle_was(tmp_path):
+    generate(tmp_path, "v1.0-eval", "default7", seed=9, scenes=1, frames=4, image_size=(64, 128), lidar_beams=8,
+             lidar_azimuths=128, progress=False)
+    rig = load_rig("default7")
+    dataset = SequenceDataset(str(tmp_path), "v1.0-eval", rig, (64, 128))
+    delivered = {}
+    first = dataset.load(0, 0)
+    assert hold_lost_frames(first, delivered, FRAME_HOLD_S) == [] and sorted(delivered) == list(range(7))
+    second = dataset.load(0, 1)
+    expected_image, then_cam2ego = first.images[2].clone(), first.cam2ego[2].double()
+    own_image = second.images[2].clone()
+    second.images[2] = 0
+    second.camera_present[2] = False
+    others = second.images[3].clone()
+    assert hold_lost_frames(second, delivered, FRAME_HOLD_S) == [2]
+    assert second.camera_present[2] and torch.equal(second.images[2], expected_image)
+    assert not torch.equal(second.images[2], own_image) and torch.equal(second.images[3], others)
+    # The held camera sits where it was: the same point in the world, through either pose.
+    point = torch.tensor([1.0, -2.0, 15.0, 1.0], dtype=torch.float64)         # camera coordinates
+    world_then = first.ego2global.double() @ then_cam2ego @ point
+    world_now = second.ego2global.double() @ second.cam2ego[2].double() @ point
+    torch.testing.assert_close(world_now, world_then, atol=1e-3, rtol=0)
+    assert not torch.allclose(second.cam2ego[2].double(), then_cam2ego, atol=0.05)   # the vehicle moved
+    # Two frames lost in a row: the image is 0.2 s old by then, past the hold: failed and black.
+    third = dataset.load(0, 2)
+    third.images[2] = 0
+    third.camera_present[2] = False
+    assert hold_lost_frames(third, delivered, FRAME_HOLD_S) == []
+    assert not third.camera_present[2] and third.images[2].sum() == 0
+    assert hold_lost_frames(third, delivered, 0.0) == []
 
 
 def test_undefined_figures_are_written_as_null_in_strict_json(tmp_path, monkeypatch):

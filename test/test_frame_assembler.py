@@ -77,3 +77,31 @@ def test_the_caches_are_bounded():
     assert old.assemble(2_400 * MS).images["B"] == (2_400 * MS, f"B@{2_400 * MS}")
     with pytest.raises(KeyError):
         assembler.add_image("Z", 0, None)
+
+
+def test_a_lost_frame_is_held_from_the_cameras_previous_one_and_a_dead_camera_only_once():
+    assembler = FrameAssembler(CAMERAS, slop_ns=30 * MS, hold_ns=120 * MS)
+    for step in range(10):
+        t = step * 100 * MS
+        lost = {4: ["B"], 7: ["C"], 8: ["C"], 9: ["C"]}.get(step, [])         # B loses one frame; C dies at 0.7 s
+        feed(assembler, t, cameras=[c for c in CAMERAS if c not in lost])
+        frame = assembler.assemble(t)
+        if step == 4:
+            assert frame.images["B"] == (300 * MS, f"B@{300 * MS}") and frame.held == ["B"] and frame.missing == []
+        elif step == 7:
+            assert frame.images["C"] == (600 * MS, f"C@{600 * MS}") and frame.held == ["C"]
+        elif step >= 8:                                                    # 0.2 s old: past the hold
+            assert frame.images["C"] is None and frame.missing == ["C"] and frame.held == []
+        else:
+            assert frame.held == [] and frame.missing == []
+        assert frame.images["A"] == (t, f"A@{t}")
+
+
+def test_without_a_hold_a_lost_frame_is_missing():
+    assembler = FrameAssembler(CAMERAS, slop_ns=30 * MS)
+    feed(assembler, 0)
+    feed(assembler, 100 * MS, cameras=["A", "C"])
+    frame = assembler.assemble(100 * MS)
+    assert frame.missing == ["B"] and frame.held == [] and frame.images["B"] is None
+    with pytest.raises(ValueError, match="hold_ns"):
+        FrameAssembler(CAMERAS, hold_ns=-1)

@@ -21,7 +21,11 @@ Conditions (nuScenes-C style, plus a topic that dies):
 - frame_lost: every camera's frame is dropped with probability 0.3 per frame;
 - dead: 2 cameras stop delivering halfway through each sequence.
 Black images are flagged as failed the way the node's health check does
-(mean grey level below 8/255); missing images are failed and zero.
+(mean grey level below 8/255); missing images are failed and zero, except
+that a camera whose frame is lost takes its previous delivered image when that
+is at most ``hold_s`` (0.12 s: one frame at 10 Hz) old, placed where the
+vehicle was when it was taken, as the node's frame assembly does
+(``sync.hold_s``; docs/ros.md, "Frame hold"). ``--hold-s 0`` measures without.
 """
 from __future__ import annotations
 
@@ -108,6 +112,43 @@ def apply_condition(frame: Frame, condition: Condition, camera_names: list[str],
     return frame
 
 
+FRAME_HOLD_S = 0.12      # the node's sync.hold_s default
+
+
+@dataclass
+class DeliveredImage:
+    """A camera's last delivered image: image [3, H, W], cam2ego [4, 4] (camera -> ego at
+    its frame's time), that frame's ego2global [4, 4] float64 and time."""
+    image: torch.Tensor
+    cam2ego: torch.Tensor
+    ego2global: torch.Tensor
+    timestamp_us: int
+
+
+def hold_lost_frames(frame: Frame, delivered: dict[int, DeliveredImage], hold_s: float) -> list[int]:
+    """Cameras of ``frame`` without an image (camera_present False) take their last
+    delivered image from ``delivered`` (camera index -> DeliveredImage, this sequence's,
+    updated here with the cameras that delivered) when it is at most ``hold_s`` old, its
+    cam2ego moved into this frame's ego: inv(ego2global_now) @ ego2global_then @ cam2ego.
+    Returns the held cameras' indices."""
+    held = []
+    pose = frame.ego2global.to(torch.float64)
+    for cam in range(len(frame.images)):
+        if bool(frame.camera_present[cam]):
+            delivered[cam] = DeliveredImage(frame.images[cam].clone(), frame.cam2ego[cam].clone(), pose,
+                                            frame.timestamp_us)
+            continue
+        last = delivered.get(cam)
+        if last is None or hold_s <= 0 or (frame.timestamp_us - last.timestamp_us) * 1e-6 > hold_s:
+            continue
+        frame.images[cam] = last.image
+        frame.cam2ego[cam] = (torch.linalg.inv(pose) @ last.ego2global
+                              @ last.cam2ego.to(torch.float64)).to(frame.cam2ego.dtype)
+        frame.camera_present[cam] = True
+        held.append(cam)
+    return held
+
+
 def health_mask(images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """cam_mask [B, V]: missing, or black (what the node's health check flags)."""
     return ~present | (images.float().mean(dim=(2, 3, 4)) < BLACK_LEVEL)
@@ -159,6 +200,7 @@ class EvaluationRun:
     sequences: dict[str, list] = field(default_factory=dict)
     results: dict[str, list[dict]] = field(default_factory=dict)       # sample token -> nuScenes result boxes
     masked: int = 0
+    held: int = 0                                                          # camera images held (lost frames)
     total_cameras: int = 0
     track_ids: dict[str, int] = field(default_factory=dict)               # instance token -> ground-truth track id
     ego_poses: dict[str, list[np.ndarray]] = field(default_factory=dict)   # sequence -> ego2global [4, 4] per frame
@@ -172,7 +214,8 @@ class EvaluationRun:
         report.update(tracking_report(self.sequences))
         report["tracking"] = tracking_metrics(self.sequences, operating_threshold, self.ego_poses, self.timestamps)
         report.update(condition=self.condition, variant=self.variant, frames=len(self.gts),
-                      masked_camera_fraction=self.masked / max(self.total_cameras, 1))
+                      masked_camera_fraction=self.masked / max(self.total_cameras, 1),
+                      held_camera_fraction=self.held / max(self.total_cameras, 1))
         return report
 
 
@@ -188,8 +231,9 @@ def ground_truth_detections(sample: str, target: dict, track_ids: dict[str, int]
 
 def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Condition, variant: str = "full",
               seed: int = 0, progress: bool = True, max_frames: int | None = None,
-              score_threshold: float = EVAL_SCORE_THRESHOLD) -> EvaluationRun:
-    """Stream every scene through the model under ``condition`` / ``variant``."""
+              score_threshold: float = EVAL_SCORE_THRESHOLD, hold_s: float = FRAME_HOLD_S) -> EvaluationRun:
+    """Stream every scene through the model under ``condition`` / ``variant``; lost frames
+    held from the camera's previous one up to ``hold_s`` old (hold_lost_frames)."""
     check_rig_matches_data(dataset)
     device = next(model.parameters()).device
     ranking = replace(model.postprocess_cfg, score_threshold=score_threshold)
@@ -203,11 +247,13 @@ def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Co
     with torch.no_grad(), cascade_variant(model, variant):
         for scene in range(len(dataset.scenes)):
             state = model.initial_state()
+            delivered: dict[int, DeliveredImage] = {}
             length = dataset.scene_length(scene)
             for index in range(length):
                 if max_frames is not None and frames_run >= max_frames:
                     break                       # (not bar.n: a disabled tqdm does not count)
                 frame = apply_condition(dataset.load(scene, index), condition, names, index, length, rng)
+                run.held += len(hold_lost_frames(frame, delivered, hold_s))
                 inputs, targets = collate([frame], dataset.image_size, with_trajectory=False)
                 target = targets[0]
                 inside = model.grid.contains(target["boxes"][:, :2])     # evaluated where the model can see
@@ -242,9 +288,10 @@ def run_model(model: SparseCompDetector, dataset: SequenceDataset, condition: Co
 
 def evaluate(model: SparseCompDetector, dataset: SequenceDataset, condition: Condition, variant: str = "full",
              seed: int = 0, progress: bool = True, max_frames: int | None = None,
-             score_threshold: float = EVAL_SCORE_THRESHOLD) -> dict:
+             score_threshold: float = EVAL_SCORE_THRESHOLD, hold_s: float = FRAME_HOLD_S) -> dict:
     """Stream every scene through the model; return our protocol's metric report."""
-    return run_model(model, dataset, condition, variant, seed, progress, max_frames, score_threshold).report()
+    return run_model(model, dataset, condition, variant, seed, progress, max_frames, score_threshold,
+                     hold_s).report()
 
 
 def submission_meta(model: SparseCompDetector, model_cfg: ModelConfig, variant: str) -> dict:
@@ -254,7 +301,7 @@ def submission_meta(model: SparseCompDetector, model_cfg: ModelConfig, variant: 
 
 
 SUMMARY_KEYS = {"sparsecomp": ("condition", "variant", "frames", "mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE",
-                               "occlusion_accuracy", "id_switches", "masked_camera_fraction"),
+                               "occlusion_accuracy", "id_switches", "masked_camera_fraction", "held_camera_fraction"),
                 "nuscenes": ("protocol", "condition", "variant", "samples", "mAP", "NDS", "mATE", "mASE", "mAOE",
                              "mAVE", "mAAE", "classes_without_gt")}
 
@@ -288,6 +335,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--condition", default="clean", choices=["clean", "crash1", "crash2", "frame_lost", "dead"])
     parser.add_argument("--variant", default="full",
                         choices=["full", "full_vae", "none", "temporal", "vae", "planning", "v1", "v2", "no_lidar"])
+    parser.add_argument("--hold-s", type=float, default=FRAME_HOLD_S,
+                        help="a lost camera frame takes the camera's previous image up to this old, as the node's "
+                             "sync.hold_s does (0: off)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="write the full metric report (JSON) here")
     parser.add_argument("--results-out", help="write the nuScenes detection submission (JSON) of the model run here")
@@ -318,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   split=args.split)
         check_rig_matches_data(dataset, args.checkpoint, f"{args.data_root}/{args.version}")
         condition = standard_conditions(dataset.rig.camera_names)[args.condition]
-        run = run_model(model, dataset, condition, args.variant)
+        run = run_model(model, dataset, condition, args.variant, hold_s=args.hold_s)
         content = nuscenes_protocol.submission(run.results, **submission_meta(model, model_cfg, args.variant))
         if args.results_out:
             nuscenes_protocol.write_submission(args.results_out, content)
