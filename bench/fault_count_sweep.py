@@ -44,7 +44,8 @@ def main() -> None:
             report = evaluate(model, dataset, condition, variant, progress=False)
             clean_nds = report["NDS"] if condition.name == "clean" else clean_nds
             rows.append({"condition": condition.name, "variant": variant, "mAP": report["mAP"], "NDS": report["NDS"],
-                         "NDS_over_clean": report["NDS"] / max(clean_nds, 1e-9), "mAVE": report["mAVE"]})
+                         "NDS_over_clean": report["NDS"] / max(clean_nds, 1e-9), "mAVE": report["mAVE"],
+                         "held_camera_fraction": report["held_camera_fraction"]})
             print(f"{variant:5s} {condition.name:10s} mAP {report['mAP']:.3f} NDS {report['NDS']:.3f} "
                   f"({rows[-1]['NDS_over_clean']:.3f} x clean)", flush=True)
     print("wrote", write_result(args.name, {"checkpoint": args.checkpoint, "data": f"{args.data_root}/{args.version}",

@@ -30,7 +30,8 @@ from sparsecomp_core.models.detector import load_detector  # noqa: E402
 
 CONDITIONS = ["clean", "crash1", "crash2", "frame_lost", "dead"]
 VARIANTS = ["none", "temporal", "vae", "planning", "full", "full_vae", "v1", "no_lidar"]
-KEYS = ("mAP", "NDS", "mATE", "mAVE", "occlusion_accuracy", "id_switches", "masked_camera_fraction")
+KEYS = ("mAP", "NDS", "mATE", "mAVE", "occlusion_accuracy", "id_switches", "masked_camera_fraction",
+        "held_camera_fraction")
 
 
 def markdown_table(rows: list[dict]) -> str:
