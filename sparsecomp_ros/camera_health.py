@@ -253,7 +253,8 @@ class CameraHealth:
             self.last_good_stamp is None or self.last_bad_stamp > self.last_good_stamp)
         if self.last_stamp is None or age > t.timeout_s:
             reason, detail = FAULT_NO_FRAME, "no image" if self.last_stamp is None else f"last image {age:.2f} s old"
-        elif image_stamp is None and bad_is_newest:
+        elif bad_is_newest and (image_stamp is None or image_stamp < self.last_bad_stamp):
+            # (an earlier image held over a bad one: the fault is the bad image)
             reason, detail = FAULT_BAD_FORMAT, self.last_bad_reason
         elif image_stamp is None:
             reason, detail = FAULT_NO_FRAME, (f"no image within {t.max_sync_offset_s * 1e3:.0f} ms of the frame, "

@@ -166,3 +166,16 @@ def test_a_new_recording_is_judged_afresh_when_time_jumps_back():
     status = health.assess(5.0, 5.0)
     assert status["reason"] == FAULT_NONE and status["image_age_s"] == 0.0
     assert health.assess(5.8, None)["reason"] == FAULT_NO_FRAME           # and its silence is seen again
+
+
+def test_a_bad_image_with_the_previous_one_held_over_it_is_reported_bad_format(frames):
+    # The node's frame hold gives the frame the camera's previous image; the fault is the bad one.
+    health = CameraHealth("front")
+    run(health, frames[:5])
+    health.observe_bad(0.5, "truncated: 100 bytes for step 384 x height 64")
+    held = health.assess(0.5, 0.4)
+    assert held["reason"] == FAULT_BAD_FORMAT and not held["failed"]      # one frame: reported, not failed
+    health.observe(0.6, frames[6])
+    assert health.assess(0.6, 0.6)["reason"] == FAULT_NONE
+    health.observe(0.7, frames[7])
+    assert health.assess(0.8, 0.7)["reason"] == FAULT_OUT_OF_SYNC          # a held image over a lost one
