@@ -106,13 +106,15 @@ def sweep_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
     under ``min_score``, or a box without ``min_points`` current points and ``min_sweeps``
     older sweeps registered onto them with ``min_inlier_fraction`` inliers."""
     velocities = np.full((len(boxes), 2), np.nan)
-    points = np.asarray(points, dtype=np.float64)
+    points = np.asarray(points)
     measured = np.isin(labels, cfg.classes) & (np.asarray(scores) >= cfg.min_score)
     if not cfg.enabled or points.ndim != 2 or points.shape[1] < 5 or not measured.any():
         return velocities
     boxes = np.asarray(boxes, dtype=np.float64)
-    lowest = float(np.min(boxes[:, 2] - boxes[:, 5] / 2)) + cfg.ground_clearance_m
-    points = points[np.isfinite(points[:, :5]).all(axis=1) & (points[:, 2] > lowest)]     # ground out: a smaller tree
+    lowest = float(np.min(boxes[measured, 2] - boxes[measured, 5] / 2)) + cfg.ground_clearance_m
+    # Ground and non-finite points out first, in the input's precision: most of a cloud is ground.
+    keep = (points[:, 2] > lowest) & np.isfinite(points[:, :5]).all(axis=1)
+    points = points[keep].astype(np.float64)
     lags = points[:, 4]
     older = np.unique(lags[lags > 1e-6])
     if len(older) < cfg.min_sweeps:
