@@ -22,8 +22,9 @@ box (a distance transform of the current points on a fine grid), truncated at
 directions, a sideways speed paying ``lateral_penalty`` (a face across the axis
 slides along itself sideways). Classes whose footprint shows no heading (people)
 search a disc, unpenalised. The winner must put most older points of the box on
-its current ones (``min_inlier_fraction``) and fit clearly better than speeds
-``sharpness_step_mps`` away (``min_sharpness_m``).
+its current ones (``min_inlier_fraction``), fit clearly better than speeds
+``sharpness_step_mps`` away (``min_sharpness_m``) and lie inside the search, not
+at its edge (there the minimum is outside it, or another object's).
 """
 from __future__ import annotations
 
@@ -103,8 +104,9 @@ def sweep_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
     columns: one sweep, nothing measured); boxes [K, >=7] (x, y, z centre, l, w, h, yaw;
     same frame); labels [K]; scores [K]. Returns velocities [K, 2] (vx, vy over ground in
     the same frame, m/s), NaN where not measured: a class not in ``classes``, a score
-    under ``min_score``, or a box without ``min_points`` current points and ``min_sweeps``
-    older sweeps registered onto them with ``min_inlier_fraction`` inliers."""
+    under ``min_score``, or a box whose sweeps fail the checks in the module docstring
+    (``min_points`` current points, ``min_sweeps`` older sweeps registered onto them with
+    ``min_inlier_fraction`` inliers, a sharp fit, not at the search's edge)."""
     velocities = np.full((len(boxes), 2), np.nan)
     points = np.asarray(points)
     measured = np.isin(labels, cfg.classes) & (np.asarray(scores) >= cfg.min_score)
