@@ -134,7 +134,8 @@ class FrameAssembler:
                 earlier = [stamp for stamp in stamps if reference_ns - self.hold_ns <= stamp < reference_ns]
                 if earlier:
                     best = nearest_in_cache(cache, ns_to_time(earlier[-1]), 0.0)
-                    held.append(camera)
+                    if best is not None:
+                        held.append(camera)
             if best is None:
                 images[camera] = None
                 missing.append(camera)

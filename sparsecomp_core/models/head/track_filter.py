@@ -143,9 +143,10 @@ def filter_sample(boxes: Tensor, labels: Tensor, ids: Tensor, scores: Tensor, eg
     labels [K], ids [K] (the head's; unique within the frame), scores [K], ego2global
     [4, 4], timestamp_us; sweep_velocities [K, 2] (ego frame, NaN: none) measured from
     the LiDAR sweeps (sweep_velocity.py), which replace the head's velocity as the
-    measurement, with std ``cfg.sweep_velocity.noise_mps``. Returns the boxes with filtered velocities (centres with
-    ``smooth_centres``, headings of surely moving boxes with ``heading_speed_sigmas``), the
-    published ids [K] (same dtype and device as given) and the new state."""
+    measurement, with std ``cfg.sweep_velocity.noise_mps``. Returns the boxes with
+    filtered velocities (centres with ``smooth_centres``, headings of surely moving boxes
+    with ``heading_speed_sigmas``), the published ids [K] (same dtype and device as given)
+    and the new state."""
     state = state or TrackFilterState()
     gap_s = None if state.timestamp_us is None else (timestamp_us - state.timestamp_us) * 1e-6
     if gap_s is None or gap_s <= 0 or gap_s > cfg.max_gap_s or (
