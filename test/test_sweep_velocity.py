@@ -239,3 +239,35 @@ def test_only_a_model_with_a_lidar_measures_velocities_from_the_points(lidar, mo
     assert inputs.lidar_points is not None
     model.infer(inputs)
     assert (given[0] is inputs.lidar_points) == lidar and (given[0] is None) == (not lidar)
+
+
+@pytest.mark.parametrize("lidar", [False, True])
+def test_the_fixed_shape_runner_measures_from_the_points_only_with_a_lidar(lidar, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from helpers import toy_scene
+    from test_detector import micro_config
+
+    from sparsecomp_core.deploy import runner as runner_module
+    from sparsecomp_core.deploy.runner import FixedShapeRunner
+    from sparsecomp_core.models.detector import build_detector
+
+    given = []
+    real = runner_module.filter_detections
+
+    def spy(*args, **kwargs):
+        given.append(args[6] if len(args) > 6 else kwargs.get("lidar_points"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "filter_detections", spy)
+    torch.manual_seed(0)
+    cfg = micro_config(lidar={"enable": lidar})
+    model = build_detector(cfg).eval()
+    rig = cfg.load_rig()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (1, rig.num_cameras, 3, 64, 128), dtype=torch.uint8, generator=generator)
+    inputs = toy_scene.frame(rig, 0.0, generator, images, lidar=True)
+    FixedShapeRunner(model, cfg, lidar_bucket=4096).infer(inputs)
+    assert (given[0] is inputs.lidar_points) == lidar and (given[0] is None) == (not lidar)
