@@ -3,7 +3,9 @@ as the track filter's velocity measurement."""
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,10 @@ import torch
 from sparsecomp_core.data.sweeps import merge_sweeps
 from sparsecomp_core.models.head.sweep_velocity import SweepVelocityConfig, sweep_velocities
 from sparsecomp_core.models.head.track_filter import TrackFilterConfig, filter_detections, filter_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import toy_scene  # noqa: E402
+from test_detector import micro_config  # noqa: E402
 
 CFG = SweepVelocityConfig()
 SWEEP_US = 100_000                     # 10 Hz
@@ -211,57 +217,25 @@ def test_filter_detections_measures_the_sweeps_of_each_sample():
     np.testing.assert_allclose(ignored[0]["boxes"][0, 7:9].numpy(), 0.0)
 
 
+@pytest.mark.parametrize("path", ["eager", "fixed_shape_runner"])
 @pytest.mark.parametrize("lidar", [False, True])
-def test_only_a_model_with_a_lidar_measures_velocities_from_the_points(lidar, monkeypatch):
-    # A camera-only model is evaluated on data that has LiDAR too: it must not read it.
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from helpers import toy_scene
-    from test_detector import micro_model
-
-    from sparsecomp_core.models import detector as detector_module
-
-    given = []
-    real = detector_module.filter_detections
-
-    def spy(*args, **kwargs):
-        given.append(args[6] if len(args) > 6 else kwargs.get("lidar_points"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(detector_module, "filter_detections", spy)
-    model, rig = micro_model(lidar)
-    model.eval()
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 255, (1, rig.num_cameras, 3, 64, 128), dtype=torch.uint8, generator=generator)
-    inputs = toy_scene.frame(rig, 0.0, generator, images, lidar=True)
-    assert inputs.lidar_points is not None
-    model.infer(inputs)
-    assert (given[0] is inputs.lidar_points) == lidar and (given[0] is None) == (not lidar)
-
-
-@pytest.mark.parametrize("lidar", [False, True])
-def test_the_fixed_shape_runner_measures_from_the_points_only_with_a_lidar(lidar, monkeypatch):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from helpers import toy_scene
-    from test_detector import micro_config
-
+def test_only_a_model_with_a_lidar_measures_velocities_from_the_points(path, lidar, monkeypatch):
+    # A camera-only model is evaluated on data that has LiDAR too: it must not read it, on the
+    # eager path (model.infer) or the fixed-shape one (the node's fast path).
     from sparsecomp_core.deploy import runner as runner_module
     from sparsecomp_core.deploy.runner import FixedShapeRunner
+    from sparsecomp_core.models import detector as detector_module
     from sparsecomp_core.models.detector import build_detector
 
+    module = detector_module if path == "eager" else runner_module
     given = []
-    real = runner_module.filter_detections
+    real = module.filter_detections
 
     def spy(*args, **kwargs):
         given.append(args[6] if len(args) > 6 else kwargs.get("lidar_points"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "filter_detections", spy)
+    monkeypatch.setattr(module, "filter_detections", spy)
     torch.manual_seed(0)
     cfg = micro_config(lidar={"enable": lidar})
     model = build_detector(cfg).eval()
@@ -269,5 +243,6 @@ def test_the_fixed_shape_runner_measures_from_the_points_only_with_a_lidar(lidar
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 255, (1, rig.num_cameras, 3, 64, 128), dtype=torch.uint8, generator=generator)
     inputs = toy_scene.frame(rig, 0.0, generator, images, lidar=True)
-    FixedShapeRunner(model, cfg, lidar_bucket=4096).infer(inputs)
+    assert inputs.lidar_points is not None
+    (model if path == "eager" else FixedShapeRunner(model, cfg, lidar_bucket=4096)).infer(inputs)
     assert (given[0] is inputs.lidar_points) == lidar and (given[0] is None) == (not lidar)
