@@ -82,22 +82,24 @@ SETTINGS = [  # name, config (None: the model's output as it is)
 
 
 # Velocity measured from the LiDAR sweeps (head/sweep_velocity.py), on top of the defaults:
-SWEEPS = TrackFilterConfig(enabled=True).sweep_velocity
+def with_sweeps(**changes) -> TrackFilterConfig:
+    """The default filter with these sweep_velocity settings changed."""
+    defaults = TrackFilterConfig(enabled=True)
+    return replace(defaults, sweep_velocity=replace(defaults.sweep_velocity, **changes))
+
+
 SWEEP_SETTINGS = [
-    ("the defaults + velocity from the sweeps (installed)", TrackFilterConfig(enabled=True)),
-    ("... sweeps measured from score 0.05", replace(SWEEPS, min_score=0.05)),
-    ("... sweep velocity noise 0.3 m/s", replace(SWEEPS, noise_mps=0.3)),
-    ("... sweep velocity noise 1 m/s", replace(SWEEPS, noise_mps=1.0)),
-    ("... no length margin (a short box cuts a bus's ends)", replace(SWEEPS, length_margin_fraction=0.0)),
-    ("... no sharpness check (faces sliding along themselves measured)", replace(SWEEPS, min_sharpness_m=0.0)),
-    ("... inlier fraction 0.6", replace(SWEEPS, min_inlier_fraction=0.6)),
-    ("... sideways penalty 0.25", replace(SWEEPS, lateral_penalty=0.25)),
-    ("... no sideways speed for vehicles", replace(SWEEPS, max_lateral_mps=0.0)),
-    ("... riderless cycles measured too", replace(SWEEPS, classes=[0, 1, 2, 3, 4, 5])),
+    ("the defaults + velocity from the sweeps (installed)", with_sweeps()),
+    ("... sweeps measured from score 0.05", with_sweeps(min_score=0.05)),
+    ("... sweep velocity noise 0.3 m/s", with_sweeps(noise_mps=0.3)),
+    ("... sweep velocity noise 1 m/s", with_sweeps(noise_mps=1.0)),
+    ("... no length margin (a short box cuts a bus's ends)", with_sweeps(length_margin_fraction=0.0)),
+    ("... no sharpness check (faces sliding along themselves measured)", with_sweeps(min_sharpness_m=0.0)),
+    ("... inlier fraction 0.6", with_sweeps(min_inlier_fraction=0.6)),
+    ("... sideways penalty 0.25", with_sweeps(lateral_penalty=0.25)),
+    ("... no sideways speed for vehicles", with_sweeps(max_lateral_mps=0.0)),
+    ("... riderless cycles measured too", with_sweeps(classes=[0, 1, 2, 3, 4, 5])),
 ]
-SWEEP_SETTINGS = [(name, cfg if isinstance(cfg, TrackFilterConfig) else TrackFilterConfig(enabled=True,
-                                                                                          sweep_velocity=cfg))
-                      for name, cfg in SWEEP_SETTINGS]
 
 
 def recorded_sweeps(recording: dict, data_root: str, version: str, model_cfg) -> dict:
@@ -119,12 +121,11 @@ def recorded_sweeps(recording: dict, data_root: str, version: str, model_cfg) ->
     return points
 
 
-MEASURING_S: list[float] = []      # seconds per frame spent measuring velocities from the sweeps
-
-
-def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None, points: dict | None = None) -> dict:
+def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None, points: dict | None = None,
+                       measuring_s: list[float] | None = None) -> dict:
     """The recorded sequences with each frame's detections passed through the filter (with
-    ``points``, sequence -> merged sweeps per frame, the velocity measured from them)."""
+    ``points``, sequence -> merged sweeps per frame, the velocity measured from them, each
+    frame's measuring time appended to ``measuring_s``)."""
     sequences = {}
     for name, seq in recording["sequences"].items():
         state, frames = None, []
@@ -141,7 +142,8 @@ def filtered_sequences(recording: dict, cfg: TrackFilterConfig | None, points: d
                     started = time.perf_counter()
                     measured = sweep_velocities(points[name][index].numpy(), boxes.numpy(), labels.numpy(),
                                                 scores.numpy(), cfg.sweep_velocity)
-                    MEASURING_S.append(time.perf_counter() - started)
+                    if measuring_s is not None:
+                        measuring_s.append(time.perf_counter() - started)
                 boxes, ids, state = filter_sample(boxes, labels, ids, scores, pose, int(time_us), state, cfg, name,
                                                   measured)
                 detections = [replace(d, box=b, track_id=int(i)) for d, b, i in zip(detections, boxes.numpy(), ids)]
@@ -177,10 +179,10 @@ def main() -> None:
     if model_cfg.lidar.enable and model_cfg.lidar.sweeps > 1:
         points = recorded_sweeps(recording, args.data_root, args.version, model_cfg)
         for name, cfg in SWEEP_SETTINGS:
-            MEASURING_S.clear()
+            measuring_s: list[float] = []
             rows.append({"setting": name, "config": asdict(cfg),
-                         **figures(recording, filtered_sequences(recording, cfg, points)),
-                         "sweep_velocity_ms_per_frame": 1000 * float(np.mean(MEASURING_S))})
+                         **figures(recording, filtered_sequences(recording, cfg, points, measuring_s)),
+                         "sweep_velocity_ms_per_frame": 1000 * float(np.mean(measuring_s))})
     print(markdown_table(rows, "setting", hidden=("config",), number_format=".3f"))
     write_result(args.name, {"checkpoint": Path(args.checkpoint).name, "data": f"{args.data_root}/{args.version}",
                              "settings": rows})
