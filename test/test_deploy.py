@@ -150,7 +150,17 @@ def test_padded_points_change_nothing(tiny):
         torch.testing.assert_close(padded(larger, larger_valid), padded(points, valid), atol=1e-6, rtol=0)
 
 
-def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny):
+@pytest.fixture(params=[False, True], ids=["completed_averaged", "completed_in_gaps"])
+def completed_in_gaps(request, tiny):
+    """The shipped model as trained, and with completed cameras only in the live cameras' gaps."""
+    model, _ = tiny
+    saved = model.completed_cameras_in_gaps_only
+    model.completed_cameras_in_gaps_only = request.param
+    yield request.param
+    model.completed_cameras_in_gaps_only = saved
+
+
+def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny, completed_in_gaps):
     """Batch of 2 streams, 8 frames, the state fed back on both paths: failed cameras
     change every frame, LiDAR is off in one frame, stream 2 starts a new sequence."""
     model, cfg = tiny

@@ -211,6 +211,34 @@ def test_completed_cameras_reach_the_camera_bev_only_when_configured(use_complet
     assert torch.equal(bev_maps[1], left_out) != use_completed
 
 
+def test_a_gap_only_camera_fills_only_the_cells_no_live_camera_sees():
+    """A completed camera in its gap: where a live camera also sees a cell, the cell is
+    the live cameras' mean (as if the camera were left out); where none does, it is the
+    camera's own sample (as if it were live)."""
+    torch.manual_seed(0)
+    view = build_detector(micro_config(lidar={"enable": False})).view_transform.eval()
+    view.output = torch.nn.Identity()           # the per-cell mean itself, before the 3x3 output block
+    rig = micro_config().load_rig()
+    gen = torch.Generator().manual_seed(2)
+    features = torch.randn(1, rig.num_cameras, 32, 64, 128, generator=gen)
+    none = torch.zeros(1, rig.num_cameras, dtype=torch.bool)
+    completed = none.clone()
+    completed[0, rig.camera_names.index("CAM_REAR_LEFT")] = True   # a 40 deg sector that only it sees
+    calibration = rig.calibration(1)
+    with torch.no_grad():
+        as_live = view(features, none, calibration)
+        left_out = view(features, completed, calibration)
+        gap_filled = view(features, none, calibration, gap_only=completed)
+    gap = (left_out == 0).all(dim=1)                          # [1, H, W]: no live camera sees the cell
+    changed_by_camera = (as_live != left_out).any(dim=1)      # the camera sees the cell
+    assert (gap & changed_by_camera).any()                     # cells only it sees
+    assert (~gap & changed_by_camera).any()                    # cells it shares with a live camera
+    torch.testing.assert_close(gap_filled.permute(0, 2, 3, 1)[gap], as_live.permute(0, 2, 3, 1)[gap])
+    torch.testing.assert_close(gap_filled.permute(0, 2, 3, 1)[~gap], left_out.permute(0, 2, 3, 1)[~gap])
+    with torch.no_grad():   # a failed camera nothing completed stays out, gap-only or not
+        torch.testing.assert_close(view(features, completed, calibration, gap_only=completed), left_out)
+
+
 def test_view_transform_levels_are_validated():
     with pytest.raises(ValueError, match="distinct FPN levels"):
         micro_config(view_transform={"extra_levels": [0]})   # the main level again

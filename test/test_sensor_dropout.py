@@ -1,10 +1,11 @@
-"""Sensor dropout in training: a stream's whole LiDAR, or all its cameras, removed, decided once per stream."""
+"""Sensor dropout in training: a stream's whole LiDAR, all its cameras or a few crashed ones removed,
+decided once per stream."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sparsecomp_core.sensor_dropout import SensorDropout, drop_cameras, drop_lidar
+from sparsecomp_core.sensor_dropout import CameraCrash, SensorDropout, drop_cameras, drop_lidar
 
 
 def clouds(batch: int = 2) -> list[torch.Tensor]:
@@ -63,3 +64,50 @@ def test_probabilities_outside_0_1_or_summing_over_1_are_refused():
         SensorDropout(cameras=-0.1)
     with pytest.raises(ValueError, match="at most one modality"):
         SensorDropout(lidar=0.6, cameras=0.5)
+
+
+def test_crashed_cameras_stay_failed_for_their_stream_and_are_drawn_again_for_the_next():
+    crash = CameraCrash(0.5, num_cameras=7, n_min=1, n_max=2, generator=torch.Generator().manual_seed(0))
+    per_stream = []
+    for stream in range(80):                   # slot 0: 80 streams of 4 frames; slot 1: one long stream
+        masks = []
+        for frame in range(4):
+            stamps = torch.tensor([stream * 10_000_000 + frame * 100_000, (stream * 4 + frame) * 100_000])
+            crashed = crash([f"scene{stream}", "long"], stamps)
+            assert crashed.shape == (2, 7) and crashed.dtype == torch.bool
+            masks.append(crashed)
+        assert all(torch.equal(m[0], masks[0][0]) for m in masks)        # constant within a stream
+        per_stream.append(masks[0])
+    counts = [int(m[0].sum()) for m in per_stream]
+    assert set(counts) <= {0, 1, 2} and 25 <= counts.count(0) <= 55      # p 0.5 of 1 or 2 cameras
+    assert counts.count(1) >= 8 and counts.count(2) >= 8
+    assert len({tuple(m[0].tolist()) for m in per_stream}) > 10           # which cameras: drawn anew
+    assert len({tuple(m[1].tolist()) for m in per_stream}) == 1           # the long stream never redraws
+
+
+def test_a_resumed_camera_crash_keeps_its_streams_faults():
+    crash = CameraCrash(1.0, num_cameras=7)
+    first = crash(["a", "b"], torch.tensor([0, 0]))
+    resumed = CameraCrash(1.0, num_cameras=7)
+    resumed.load_state_dict(crash.state_dict())
+    assert torch.equal(resumed(["a", "b"], torch.tensor([100_000, 100_000])), first)
+
+
+def test_crashed_cameras_are_black_and_failed_and_the_rest_untouched():
+    images = torch.rand(2, 7, 3, 4, 8) + 0.1
+    cam_mask = torch.zeros(2, 7, dtype=torch.bool)
+    cam_mask[1, 3] = True                                   # an ordinary per-frame fault
+    crashed = torch.zeros(2, 7, dtype=torch.bool)
+    crashed[0, [0, 4]] = True
+    out, mask = drop_cameras(images, cam_mask, crashed)
+    assert mask[0].tolist() == [True, False, False, False, True, False, False]
+    assert mask[1].tolist() == cam_mask[1].tolist()
+    assert (out[0, [0, 4]] == 0).all() and torch.equal(out[0, 1:4], images[0, 1:4])
+    assert (out[1, 3] == 0).all() and torch.equal(out[1, :3], images[1, :3])
+
+
+def test_camera_crash_settings_are_checked():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        CameraCrash(1.2, num_cameras=7)
+    with pytest.raises(ValueError, match="n_max <= 7 cameras"):
+        CameraCrash(0.5, num_cameras=7, n_min=1, n_max=8)

@@ -95,6 +95,38 @@ def test_sensor_dropout_trains_without_lidar_or_without_cameras_and_dropped_samp
     assert max(float(cloud[:, 4].max()) for cloud in kept) == pytest.approx(0.2)   # up to 2 sweeps back
 
 
+def test_crashed_cameras_stay_failed_and_black_through_a_training_stream(tmp_path, monkeypatch):
+    """camera_crash 1.0 without per-frame dropout: every frame the model trains on has 1 or 2
+    cameras failed and black, the same ones while a stream goes on (same scene, time moving on),
+    and a new stream draws again."""
+    generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=2, frames=4, image_size=(64, 128),
+             lidar_beams=8, lidar_azimuths=128, progress=False)
+    seen: list[tuple[list[str], list[int], torch.Tensor, torch.Tensor]] = []
+    detector_forward = SparseCompDetector.forward
+
+    def recording_detector(self, inputs, state=None, targets=None):
+        seen.append((list(inputs.sequence_ids), inputs.timestamp_us.tolist(), inputs.cam_mask.clone(),
+                     inputs.images.flatten(2).abs().amax(2)))
+        return detector_forward(self, inputs, state, targets)
+    monkeypatch.setattr(SparseCompDetector, "forward", recording_detector)
+    cfg = config(tmp_path, "crash", 12, stage="stage2")
+    cfg.camera_dropout, cfg.camera_crash = False, 1.0
+    train(cfg)
+    assert len(seen) == 12
+    for _, _, mask, peak in seen:
+        assert ((mask.sum(1) >= 1) & (mask.sum(1) <= 2)).all()
+        assert (peak[mask] == 0).all() and (peak[~mask] > 0).all()
+    continued = new_streams = 0
+    for (ids, stamps, mask, _), (next_ids, next_stamps, next_mask, _) in zip(seen, seen[1:]):
+        for slot in range(2):
+            if ids[slot] == next_ids[slot] and next_stamps[slot] > stamps[slot]:
+                assert torch.equal(mask[slot], next_mask[slot])
+                continued += 1
+            else:
+                new_streams += not torch.equal(mask[slot], next_mask[slot])
+    assert continued >= 6 and new_streams >= 1      # streams of up to 4 frames: both cases happen
+
+
 def test_camera_dropout_faults_replace_the_model_configs_for_this_stage_and_are_saved_with_it(tmp_path,
                                                                                                monkeypatch):
     """A stage may fail more cameras than the model config's 1-2 (Frame Lost loses 3+ of 7 in a third of

@@ -47,8 +47,10 @@ class SparseCompDetector(nn.Module):
     def __init__(self, grid: BEVGrid, camera_branch: CameraBranch, view_transform: CameraViewTransform,
                  lidar: LidarBranch | None, fuser: ConvFuser, neck: ConvResBlockNeck, head: DynamicHead,
                  loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_levels: tuple[int, ...] = (1,),
-                 use_completed_cameras: bool = False, track_filter_cfg: TrackFilterConfig | None = None):
+                 use_completed_cameras: bool = False, track_filter_cfg: TrackFilterConfig | None = None,
+                 completed_cameras_in_gaps_only: bool = False):
         super().__init__()
+        self.completed_cameras_in_gaps_only = completed_cameras_in_gaps_only
         self.track_filter_cfg = track_filter_cfg or TrackFilterConfig(enabled=False)
         self.use_completed_cameras = use_completed_cameras
         self.grid = grid
@@ -74,11 +76,9 @@ class SparseCompDetector(nn.Module):
         camera = self.camera_branch(self.normalise_images(inputs.images), inputs.cam_mask, inputs.calibration,
                                     inputs.ego2global, inputs.timestamp_us, state.cascade, inputs.sequence_ids,
                                     inputs.ego_trajectory, teacher)
-        excluded = inputs.cam_mask
-        if self.use_completed_cameras:
-            excluded = inputs.cam_mask & ~camera["completed_cameras"]
+        excluded, gap_only = self.view_camera_masks(inputs.cam_mask, camera["completed_cameras"])
         maps = [self.view_transform([camera["features"][level] for level in self.view_levels], excluded,
-                                    inputs.calibration)]
+                                    inputs.calibration, gap_only)]
         if self.lidar is not None:
             clouds = inputs.lidar_points
             if clouds is None:   # LiDAR configured but absent this frame: an empty sweep
@@ -92,6 +92,14 @@ class SparseCompDetector(nn.Module):
         if targets is not None:
             outputs["losses"] = {**camera["losses"], **self.loss(outputs, self.targets_in_range(targets))}
         return outputs
+
+    def view_camera_masks(self, cam_mask: Tensor, completed: Tensor) -> tuple[Tensor, Tensor | None]:
+        """cam_mask, completed_cameras [B, V] bool -> (cameras the view transform leaves out,
+        cameras it uses only where no live camera sees, or None)."""
+        if not self.use_completed_cameras:
+            return cam_mask, None
+        gap_only = cam_mask & completed if self.completed_cameras_in_gaps_only else None
+        return cam_mask & ~completed, gap_only
 
     def targets_in_range(self, targets: list[dict]) -> list[dict]:
         """Targets without the boxes whose centre lies outside the BEV grid: the
@@ -147,7 +155,7 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
                               DynamicLoss(cfg.loss, grid), cfg.postprocess, view_levels, vt.use_completed_cameras,
-                              cfg.track_filter)
+                              cfg.track_filter, vt.completed_cameras_in_gaps_only)
 
 
 class CheckpointError(ValueError):

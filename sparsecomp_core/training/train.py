@@ -27,7 +27,7 @@ from .. import jsonio
 from ..camera_dropout import RandCamMask
 from ..config import load_config, to_dict
 from ..data.dataset import ConcatSequenceDataset, SequenceDataset, StreamSampler, collate
-from ..sensor_dropout import SensorDropout, drop_cameras, drop_lidar
+from ..sensor_dropout import CameraCrash, SensorDropout, drop_cameras, drop_lidar
 from ..models.head.losses import DynamicLossConfig
 from ..models.model_config import CameraDropoutConfig, ModelConfig, load_model_config
 from ..models.detector import build_detector, read_checkpoint, save_model_checkpoint
@@ -69,6 +69,11 @@ class TrainConfig:
     # LiDAR path detects on its own too; models with a LiDAR only. A stream loses at most
     # one modality: lidar_dropout + camera_stream_dropout <= 1. 0: never.
     camera_stream_dropout: float = 0.0
+    # Probability that a stream runs with 1-2 cameras (the camera dropout's n_min..n_max)
+    # failed from its first frame to its last (sensor_dropout.CameraCrash), on top of the
+    # per-frame camera dropout: a dead camera's own history is never there, so temporal
+    # completion must learn to use its neighbours' (docs/completion.md). 0: never.
+    camera_crash: float = 0.0
     # True: every batch norm normalises with its running statistics (from the stage it
     # starts from) instead of the batch's, while its affine parameters train (mmdetection's
     # norm_eval). With 2 samples a batch, one stream without cameras or LiDAR next to a full
@@ -98,7 +103,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.data_versions:
             raise ValueError("data_version: an empty list names no data to train on")
-        for name in ("lidar_dropout", "camera_stream_dropout"):
+        for name in ("lidar_dropout", "camera_stream_dropout", "camera_crash"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.lidar_dropout + self.camera_stream_dropout > 1.0:
@@ -178,10 +183,13 @@ def distributed(device: str | None = None) -> tuple[int, int, torch.device]:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, sampler: StreamSampler, step: int,
-                    cfg: TrainConfig, model_cfg: ModelConfig, sensor_dropout: SensorDropout | None = None) -> None:
+                    cfg: TrainConfig, model_cfg: ModelConfig, sensor_dropout: SensorDropout | None = None,
+                    camera_crash: CameraCrash | None = None) -> None:
     """``last.pt``: everything --resume needs, plus the model config, so the file also loads
     for evaluation (``load_detector``). Plain containers and tensors only (weights_only=True)."""
     extra = {} if sensor_dropout is None else {"sensor_dropout": sensor_dropout.state_dict()}
+    if camera_crash is not None:
+        extra["camera_crash"] = camera_crash.state_dict()
     save_model_checkpoint(path, model, model_cfg, optimizer=optimizer.state_dict(), sampler=sampler.state_dict(),
                           step=step, train_config=to_dict(cfg), torch_rng=torch.get_rng_state(), **extra)
 
@@ -217,6 +225,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
     lidar_p = cfg.lidar_dropout if model.lidar is not None else 0.0
     sensor_dropout = SensorDropout(lidar_p, cfg.camera_stream_dropout) if lidar_p + cfg.camera_stream_dropout > 0 \
         else None
+    camera_crash = CameraCrash(cfg.camera_crash, len(rig.camera_names), model_cfg.camera_dropout.n_min,
+                               model_cfg.camera_dropout.n_max) if cfg.camera_crash > 0 else None
     start_step = 0
     last = out / "last.pt"
     if resume and last.exists():
@@ -227,6 +237,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
         torch.set_rng_state(checkpoint["torch_rng"])
         if sensor_dropout is not None and "sensor_dropout" in checkpoint:
             sensor_dropout.load_state_dict(checkpoint["sensor_dropout"])
+        if camera_crash is not None and "camera_crash" in checkpoint:
+            camera_crash.load_state_dict(checkpoint["camera_crash"])
         start_step = checkpoint["step"]
     wrapped = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     dropout = RandCamMask(model_cfg.camera_dropout.p_missing, model_cfg.camera_dropout.n_min,
@@ -265,6 +277,9 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
                 inputs.lidar_points = drop_lidar(inputs.lidar_points, no_lidar)
             inputs.images, inputs.cam_mask = drop_cameras(inputs.images, inputs.cam_mask, no_cameras)
             lidar_dropped, cameras_dropped = int(no_lidar.sum()), int(no_cameras.sum())
+        if camera_crash is not None:
+            inputs.images, inputs.cam_mask = drop_cameras(inputs.images, inputs.cam_mask,
+                                                          camera_crash(inputs.sequence_ids, inputs.timestamp_us))
         inputs = inputs.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             outputs = wrapped(inputs, state, targets)
@@ -286,7 +301,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> 
             progress.set_postfix(loss=f"{total.item():.3f}", cls=f"{losses['loss_cls'].item():.3f}",
                                  box=f"{losses['loss_box'].item():.3f}")
         if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg, model_cfg, sensor_dropout)
+            save_checkpoint(last, model, optimizer, sampler, step + 1, cfg, model_cfg, sensor_dropout, camera_crash)
     if rank == 0:
         save_model_checkpoint(out / "model.pt", model, model_cfg)
         log.close()

@@ -29,6 +29,11 @@ class ViewTransformConfig:
     # failed camera is left out, so completion cannot change the BEV. See
     # docs/completion.md for the measurements.
     use_completed_cameras: bool = False
+    # With use_completed_cameras, True: a completed camera feeds only the cells
+    # that no live camera sees (its gap), so completed content never dilutes
+    # live evidence. False: it is averaged with the live cameras like one of
+    # them (how models trained before the option behave). docs/completion.md.
+    completed_cameras_in_gaps_only: bool = False
     # True: BEV cells that no usable camera sees (every cell when all cameras
     # have failed) take a learned "absent" vector after the output block, so a
     # missing camera input looks the same in training and inference whatever
@@ -45,7 +50,8 @@ class ViewTransformConfig:
 class CameraViewTransform(nn.Module):
     """forward(features: [B, V, C, h, w] or a list of ``num_levels`` such maps
     (main level first, then coarser levels of the same images), cam_mask
-    [B, V], calibration) -> BEV [B, C_bev, H, W].
+    [B, V] (cameras left out), calibration, gap_only [B, V] or None) -> BEV
+    [B, C_bev, H, W].
 
     Every cell has learnable query features; from them a 1x1 conv predicts,
     per height and point, a sampling offset (in main-level pixels, shared by
@@ -53,6 +59,9 @@ class CameraViewTransform(nn.Module):
     points of a camera). Each camera's sampled feature is the weighted sum
     over its projections that land in the image; the cell's feature is the
     mean over cameras that see it and have not failed (zero where none does).
+    A ``gap_only`` camera (not in ``cam_mask``: a completed one) counts only
+    in cells that no other usable camera sees; there the cell is the mean
+    over the gap-only cameras that see it.
     With ``absent_embedding`` a cell that no such camera sees is, after the
     output block, a learned vector [C_bev] instead of the output of zeros
     (which depends on the batch norm's statistics, so differs between a
@@ -80,15 +89,20 @@ class CameraViewTransform(nn.Module):
                                     nn.ReLU(inplace=True))
         self.absent = nn.Parameter(torch.zeros(1, out_channels, 1, 1)) if absent_embedding else None
 
-    def forward(self, features: Tensor | list[Tensor], cam_mask: Tensor, calibration: Calibration) -> Tensor:
+    def forward(self, features: Tensor | list[Tensor], cam_mask: Tensor, calibration: Calibration,
+                gap_only: Tensor | None = None) -> Tensor:
         levels = [features] if isinstance(features, Tensor) else list(features)
         if len(levels) != self.num_levels:
             raise ValueError(f"view transform built for {self.num_levels} feature levels, got {len(levels)}")
-        return self.sample_bev(levels, cam_mask, calibration.at_stride(self.stride), torch.linalg.inv(calibration.cam2ego))
+        return self.sample_bev(levels, cam_mask, calibration.at_stride(self.stride), torch.linalg.inv(calibration.cam2ego),
+                               gap_only)
 
-    def sample_bev(self, levels: list[Tensor], cam_mask: Tensor, intrinsics: Tensor, ego2cam: Tensor) -> Tensor:
+    def sample_bev(self, levels: list[Tensor], cam_mask: Tensor, intrinsics: Tensor, ego2cam: Tensor,
+                   gap_only: Tensor | None = None) -> Tensor:
         """``forward`` from the main level's intrinsics [B, V, 3, 3] (at ``stride``) and
         ego2cam = inv(cam2ego) [B, V, 4, 4] (the fixed-shape path inverts in closed form)."""
+        if gap_only is None:
+            gap_only = torch.zeros_like(cam_mask)
         batch, cameras, channels, feat_h, feat_w = levels[0].shape
         height, width = self.grid.shape
         cells = height * width
@@ -101,6 +115,8 @@ class CameraViewTransform(nn.Module):
         logits = self.weights(query).reshape(batch, -1, cells).transpose(1, 2)             # [B, HW, L*S]
         total = levels[0].new_zeros(batch, channels, cells)
         count = levels[0].new_zeros(batch, 1, cells)
+        gap_total = levels[0].new_zeros(batch, channels, cells)     # the gap-only cameras' sums
+        gap_count = levels[0].new_zeros(batch, 1, cells)
         for cam in range(cameras):
             pixels, in_front = project_points(intrinsics[:, cam, None], transform_points(ego2cam[:, cam, None], points[None]))
             pixels = pixels.reshape(batch, cells, -1, 1, 2).expand(-1, -1, -1, self.points_per_height, -1)
@@ -114,10 +130,16 @@ class CameraViewTransform(nn.Module):
             sampling_grid = pixels * scale - 1.0                                         # the same for every level
             sampled = torch.cat([F.grid_sample(level[:, cam], sampling_grid, mode="bilinear", padding_mode="zeros",
                                                align_corners=False) for level in levels], dim=-1)  # [B, C, HW, L*S]
-            seen = inside.any(dim=-1) & ~cam_mask[:, cam, None]                          # [B, HW]
-            total = total + (sampled * weight[:, None]).sum(-1) * seen[:, None]
-            count = count + seen[:, None].to(count.dtype)
-        bev = self.output((total / count.clamp(min=1.0)).reshape(batch, channels, height, width))
+            usable = inside.any(dim=-1) & ~cam_mask[:, cam, None]                        # [B, HW]
+            live, gap = usable & ~gap_only[:, cam, None], usable & gap_only[:, cam, None]
+            camera_sum = (sampled * weight[:, None]).sum(-1)                             # [B, C, HW]
+            total = total + camera_sum * live[:, None]
+            count = count + live[:, None].to(count.dtype)
+            gap_total = gap_total + camera_sum * gap[:, None]
+            gap_count = gap_count + gap[:, None].to(count.dtype)
+        mean = torch.where(count > 0, total / count.clamp(min=1.0), gap_total / gap_count.clamp(min=1.0))
+        bev = self.output(mean.reshape(batch, channels, height, width))
         if self.absent is None:
             return bev
-        return torch.where(count.reshape(batch, 1, height, width) > 0, bev, self.absent.to(bev.dtype))
+        seen = (count + gap_count).reshape(batch, 1, height, width) > 0
+        return torch.where(seen, bev, self.absent.to(bev.dtype))
