@@ -140,7 +140,9 @@ def _register(points: np.ndarray, tree: cKDTree, box: np.ndarray, isotropic: boo
     half_l = (1 + cfg.length_margin_fraction) * length / 2 + cfg.box_margin_m
     half_w = width / 2 + cfg.box_margin_m
     reach = np.hypot(half_l + along_max * max_lag, half_w + across_max * max_lag)
-    near = np.asarray(tree.query_ball_point([x, y], reach), dtype=np.int64)
+    # Sorted: in cloud order (sweep by sweep), so the even subsample below keeps each sweep's share
+    # whatever order the tree stores the points in.
+    near = np.asarray(tree.query_ball_point([x, y], reach, return_sorted=True), dtype=np.int64)
     if len(near) == 0:
         return None
     p = points[near]
