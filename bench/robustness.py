@@ -8,6 +8,7 @@ no_lidar (the camera+LiDAR model with its LiDAR input removed).
 
     python bench/robustness.py --checkpoint models/tiny_default.pt --data-root data/synthetic \
         --version v1.0-synthetic-val [--conditions ...] [--variants ...] [--use-completed-cameras true|false]
+        [--completed-in-gaps true|false]
         [--crash CAMERA ...  (one condition instead: these cameras black throughout)]
 
 Writes bench/results/robustness-<cpu|gpu>.json and prints a Markdown table.
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument("--merge", nargs="+", help="join result files of parts instead of evaluating")
     parser.add_argument("--use-completed-cameras", choices=["model", "true", "false"], default="model",
                         help="whether completed failed cameras enter the camera BEV (default: as the model's config)")
+    parser.add_argument("--completed-in-gaps", choices=["model", "true", "false"], default="model",
+                        help="whether a completed camera enters only the cells no live camera sees "
+                             "(default: as the model's config)")
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
@@ -70,6 +74,8 @@ def main() -> None:
     model, cfg = load_detector(args.checkpoint, args.device)
     if args.use_completed_cameras != "model":
         model.use_completed_cameras = args.use_completed_cameras == "true"
+    if args.completed_in_gaps != "model":
+        model.completed_cameras_in_gaps_only = args.completed_in_gaps == "true"
     dataset = SequenceDataset(args.data_root, args.version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
     conditions = standard_conditions(dataset.rig.camera_names)
     if args.crash:
@@ -89,6 +95,7 @@ def main() -> None:
     print("\nmAP / NDS\n" + table)
     path = write_result(args.name, {"checkpoint": args.checkpoint, "data": f"{args.data_root}/{args.version}",
                                        "frames": len(dataset), "use_completed_cameras": model.use_completed_cameras,
+                                       "completed_cameras_in_gaps_only": model.completed_cameras_in_gaps_only,
                                        "rows": rows, "table_map_nds": table})
     print("wrote", path)
 
