@@ -1,6 +1,7 @@
 """scripts/train_default.sh reproduces the shipped models from nothing: its stage configs
 chain (each stage starts from the previous one's result; stages that are averaged start
-from the first of them), train the model they are named after, and train only on data the
+from the first of them), train the model they are named after (or a model config based on
+it, which switches an option on for a later stage), and train only on data the
 script generates with seeds other than the held-out ones; what it exports is its last stage
 or an average of stages it trains."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
 from conftest import REPO_ROOT
 from sparsecomp_core.config import load_config
@@ -36,6 +38,16 @@ def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]]]:
     return stages, final[-1], averages
 
 
+def model_lineage(name: str) -> list[str]:
+    """``name`` and the model configs it is based on (``base:`` in config/models/<name>.yaml), nearest first."""
+    lineage = [name]
+    while True:
+        base = yaml.safe_load((REPO_ROOT / "config" / "models" / f"{lineage[-1]}.yaml").read_text()).get("base")
+        if base is None:
+            return lineage
+        lineage.append(base)
+
+
 def generated_versions() -> dict[str, int]:
     """version -> seed of every ``generate <version> <seed> <scenes> <frames>`` line of the script."""
     return {version: int(seed) for version, seed in
@@ -50,7 +62,7 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
     previous_out = None
     for stage in stages:
         cfg = load_config(TrainConfig, REPO_ROOT / "config" / "train" / f"{model}_{stage}.yaml")
-        assert cfg.model == model
+        assert model in model_lineage(cfg.model), f"{stage} trains {cfg.model}, not {model} or a config based on it"
         load_model_config(cfg.model)
         assert cfg.out_dir == f"checkpoints/{model}_{stage}"
         if previous_out is None:
