@@ -1,4 +1,5 @@
-"""Whole-sensor fault simulation for training: a stream's LiDAR, or all its cameras, removed.
+"""Whole-sensor fault simulation for training: a stream's LiDAR, all its cameras, or a
+few crashed cameras removed.
 
 Camera dropout (camera_dropout.py) teaches the model to live without one or
 two cameras. A camera + LiDAR model trained only with its LiDAR leans on it so
@@ -19,7 +20,8 @@ runs with 1-2 cameras failed from its first frame to its last, as nuScenes-C's
 Camera Crash and a dead camera are. Per-frame camera dropout (RandCamMask)
 almost always leaves a failed camera's own previous frame in the history, so
 temporal completion learns to copy it, a skill that does nothing for a camera
-that stays dead (docs/completion.md, "Crashed cameras in training").
+that stays dead (docs/completion.md, "Where a crash costs, and crashed cameras in
+training").
 """
 from __future__ import annotations
 
