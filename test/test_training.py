@@ -33,6 +33,23 @@ def config(tmp_path: Path, out: str, steps: int, stage: str = "stage1") -> Train
                        out_dir=str(tmp_path / out), freeze_module_schedules={"fuser": 3} if stage == "stage2" else {})
 
 
+def record_detector_inputs(monkeypatch, summary) -> list:
+    """From now on every SparseCompDetector.forward call appends summary(inputs) to the returned list."""
+    seen = []
+    detector_forward = SparseCompDetector.forward
+
+    def recording_detector(self, inputs, state=None, targets=None):
+        seen.append(summary(inputs))
+        return detector_forward(self, inputs, state, targets)
+    monkeypatch.setattr(SparseCompDetector, "forward", recording_detector)
+    return seen
+
+
+def failed_and_peak(inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """cam_mask [B, V] (True: failed) and each image's largest absolute pixel value [B, V]."""
+    return inputs.cam_mask.clone(), inputs.images.flatten(2).abs().amax(2)
+
+
 def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=2, frames=5, image_size=(64, 128),
              lidar_beams=8, lidar_azimuths=128, progress=False)
@@ -68,18 +85,13 @@ def test_sensor_dropout_trains_without_lidar_or_without_cameras_and_dropped_samp
         lidar={"sweeps": 3}, head={"velocity_from_history": True},
         view_transform={"use_completed_cameras": True, "extra_levels": [2]}))))
     seen_clouds: list[list[torch.Tensor]] = []
-    seen_cameras: list[tuple[torch.Tensor, torch.Tensor]] = []
-    lidar_forward, detector_forward = LidarBranch.forward, SparseCompDetector.forward
+    lidar_forward = LidarBranch.forward
 
     def recording_lidar(self, points):
         seen_clouds.append([p.detach().clone() for p in points])
         return lidar_forward(self, points)
-
-    def recording_detector(self, inputs, state=None, targets=None):
-        seen_cameras.append((inputs.cam_mask.clone(), inputs.images.flatten(2).abs().amax(2)))
-        return detector_forward(self, inputs, state, targets)
     monkeypatch.setattr(LidarBranch, "forward", recording_lidar)
-    monkeypatch.setattr(SparseCompDetector, "forward", recording_detector)
+    seen_cameras = record_detector_inputs(monkeypatch, failed_and_peak)
     cfg = config(tmp_path, "dropout", 10, stage="stage2")
     cfg.model, cfg.lidar_dropout, cfg.camera_stream_dropout = str(model_yaml), 0.4, 0.4
     train(cfg)
@@ -101,14 +113,8 @@ def test_crashed_cameras_stay_failed_and_black_through_a_training_stream(tmp_pat
     and a new stream draws again."""
     generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=2, frames=4, image_size=(64, 128),
              lidar_beams=8, lidar_azimuths=128, progress=False)
-    seen: list[tuple[list[str], list[int], torch.Tensor, torch.Tensor]] = []
-    detector_forward = SparseCompDetector.forward
-
-    def recording_detector(self, inputs, state=None, targets=None):
-        seen.append((list(inputs.sequence_ids), inputs.timestamp_us.tolist(), inputs.cam_mask.clone(),
-                     inputs.images.flatten(2).abs().amax(2)))
-        return detector_forward(self, inputs, state, targets)
-    monkeypatch.setattr(SparseCompDetector, "forward", recording_detector)
+    seen = record_detector_inputs(monkeypatch, lambda inputs: (list(inputs.sequence_ids), inputs.timestamp_us.tolist(),
+                                                               *failed_and_peak(inputs)))
     cfg = config(tmp_path, "crash", 12, stage="stage2")
     cfg.camera_dropout, cfg.camera_crash = False, 1.0
     train(cfg)
@@ -134,13 +140,7 @@ def test_camera_dropout_faults_replace_the_model_configs_for_this_stage_and_are_
     saved model config says what the weights were trained with. More cameras than the rig has: refused."""
     generate(tmp_path / "data", "v1.0-train", "default7", seed=4, scenes=1, frames=4, image_size=(64, 128),
              lidar_beams=8, lidar_azimuths=128, progress=False)
-    masks: list[tuple[torch.Tensor, torch.Tensor]] = []
-    detector_forward = SparseCompDetector.forward
-
-    def recording_detector(self, inputs, state=None, targets=None):
-        masks.append((inputs.cam_mask.clone(), inputs.images.flatten(2).abs().amax(2)))
-        return detector_forward(self, inputs, state, targets)
-    monkeypatch.setattr(SparseCompDetector, "forward", recording_detector)
+    masks = record_detector_inputs(monkeypatch, failed_and_peak)
     cfg = config(tmp_path, "faults", 3, stage="stage2")
     cfg.camera_dropout_faults = CameraDropoutConfig(p_missing=1.0, n_min=4, n_max=4)
     saved = torch.load(train(cfg), weights_only=False)["model_config"]
