@@ -1,9 +1,9 @@
 """scripts/train_default.sh reproduces the shipped models from nothing: its stage configs
 chain (each stage starts from the previous one's result; stages that are averaged start
-from the first of them), train the model they are named after (or a model config based on
-it, which switches an option on for a later stage), and train only on data the
-script generates with seeds other than the held-out ones; what it exports is its last stage
-or an average of stages it trains."""
+from the first of them, which may itself be an average), train the model they are named
+after (or a model config based on it, which switches an option on for a later stage), and
+train only on data the script generates with seeds other than the held-out ones; what it
+exports is its last stage or an average of stages it trains (and of averages of them)."""
 from __future__ import annotations
 
 import re
@@ -25,16 +25,16 @@ def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]]]:
     ``if [[ $MODEL == <model> ]]`` block), the one it exports (FINAL) and its averages
     (``average <name> <stage>...``: name -> stages)."""
     text = SCRIPT.read_text()
-    stages = re.findall(r"^stage (stage\d)\b", text, flags=re.MULTILINE)
+    stages = re.findall(r"^stage (stage\d+)\b", text, flags=re.MULTILINE)
     final = re.findall(r"^FINAL=(\w+)$", text, flags=re.MULTILINE)
     averages = {}
     for block_model, block in re.findall(r"^if \[\[ \$MODEL == (\w+) \]\]; then.*?\n(.*?)^fi$", text,
                                          flags=re.MULTILINE | re.DOTALL):
         if block_model == model:
-            stages += re.findall(r"^  stage (stage\d)\b", block, flags=re.MULTILINE)
+            stages += re.findall(r"^  stage (stage\d+)\b", block, flags=re.MULTILINE)
             final += re.findall(r"^  FINAL=(\w+)$", block, flags=re.MULTILINE)
             averages.update({name: inputs.split() for name, inputs in
-                             re.findall(r"^  average (\w+) ((?:stage\d ?)+)$", block, flags=re.MULTILINE)})
+                             re.findall(r"^  average (\w+) ((?:\w+ ?)+)$", block, flags=re.MULTILINE)})
     return stages, final[-1], averages
 
 
@@ -87,7 +87,10 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
                 f"{stage} takes {module} from {source}, which the script does not train before it"
         previous_out = cfg.out_dir
     assert '"checkpoints/${MODEL}_${FINAL}/model.pt"' in SCRIPT.read_text()
-    if final in averages:      # the mean of trained stages, the last among them
-        assert set(averages[final]) <= set(stages) and stages[-1] in averages[final], averages[final]
+    names = list(averages)
+    for index, (name, inputs) in enumerate(averages.items()):   # trained stages or averages made before it
+        assert set(inputs) <= set(stages) | set(names[:index]), f"average {name}: {inputs}"
+    if final in averages:      # the mean of trained stages (or of their averages), the last stage among them
+        assert stages[-1] in averages[final], averages[final]
     else:
         assert final == stages[-1], "the script exports another stage than its last"
