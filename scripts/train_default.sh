@@ -83,7 +83,7 @@ if [[ $MODEL == tiny_camera ]]; then   # docs/completion.md, "Where a crash cost
   stage stage5
   FINAL=stage5
 fi
-if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 5", "Stage 8")
+if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 5", "Stage 8", "Stage 10")
   stage stage5
   stage stage6                  # from stage 5: 48 more scenes, 1-4 cameras failed
   stage stage7                  # from stage 5: velocity weighed more
