@@ -23,7 +23,7 @@ HELD_OUT_SEEDS = {2, 3}       # v1.0-synthetic-val (every reported number) and v
 def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]]]:
     """The stages the script trains for ``model`` (every model's, then those of its
     ``if [[ $MODEL == <model> ]]`` block), the one it exports (FINAL) and its averages
-    (``average <name> <stage>...``: name -> stages)."""
+    (``average <name> <input>...``: name -> its inputs, stages or averages made before it)."""
     text = SCRIPT.read_text()
     stages = re.findall(r"^stage (stage\d+)\b", text, flags=re.MULTILINE)
     final = re.findall(r"^FINAL=(\w+)$", text, flags=re.MULTILINE)
