@@ -117,25 +117,39 @@ def merged(base: dict, override: dict) -> dict:
     return out
 
 
-def read_yaml_with_base(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+def base_chain(path: str | Path) -> list[tuple[Path, Any]]:
+    """``path`` and the files it derives from through a top-level ``base: <name or
+    path>`` (a bare name means ``<name>.yaml`` beside the file), nearest first, each
+    with its YAML content less the ``base`` key."""
+    chain: list[tuple[Path, Any]] = []
+    path = Path(path).resolve()
+    while True:
+        if any(path == seen for seen, _ in chain):
+            names = " -> ".join(seen.name for seen, _ in (*chain, (path, None)))
+            raise ConfigError(f"{path}: 'base' chain loops: {names}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        if not isinstance(data, dict) or "base" not in data:
+            return [*chain, (path, data)]
+        data = dict(data)
+        base = data.pop("base")
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: expected a config name or path, got {base!r}")
+        chain.append((path, data))
+        path = (path.parent / (base if Path(base).suffix else f"{base}.yaml")).resolve()
+
+
+def read_yaml_with_base(path: str | Path) -> Any:
     """A YAML mapping; a top-level ``base: <name or path>`` names the file it
     derives from (a bare name means ``<name>.yaml`` beside this file), whose
     keys this file overrides. So a fleet config lists only what it changes."""
-    path = Path(path).resolve()
-    if path in _seen:
-        raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join(p.name for p in (*_seen, path))}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    if not isinstance(data, dict) or "base" not in data:
-        return data
-    data = dict(data)
-    base = data.pop("base")
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: base: expected a config name or path, got {base!r}")
-    base_path = path.parent / (base if Path(base).suffix else f"{base}.yaml")
-    return merged(read_yaml_with_base(base_path, (*_seen, path)) or {}, data)
+    chain = base_chain(path)
+    data = chain[-1][1]
+    for _, override in reversed(chain[:-1]):
+        data = merged(data or {}, override)
+    return data
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 
 from conftest import REPO_ROOT
-from sparsecomp_core.config import load_config
+from sparsecomp_core.config import base_chain, load_config
 from sparsecomp_core.models.model_config import load_model_config
 from sparsecomp_core.training.train import TrainConfig
 
@@ -40,12 +39,7 @@ def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]]]:
 
 def model_lineage(name: str) -> list[str]:
     """``name`` and the model configs it is based on (``base:`` in config/models/<name>.yaml), nearest first."""
-    lineage = [name]
-    while True:
-        base = yaml.safe_load((REPO_ROOT / "config" / "models" / f"{lineage[-1]}.yaml").read_text()).get("base")
-        if base is None:
-            return lineage
-        lineage.append(base)
+    return [path.stem for path, _ in base_chain(REPO_ROOT / "config" / "models" / f"{name}.yaml")]
 
 
 def generated_versions() -> dict[str, int]:
