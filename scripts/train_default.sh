@@ -94,21 +94,8 @@ if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_
 fi
 
 RESULT="checkpoints/${MODEL}_default.pt"
-python - "checkpoints/${MODEL}_${FINAL}/model.pt" "$RESULT" "$MODEL" <<'PY'
-import sys
-
-import torch
-
-from sparsecomp_core.config import to_dict
-from sparsecomp_core.models.detector import read_checkpoint
-from sparsecomp_core.models.model_config import load_model_config
-
-state = read_checkpoint(sys.argv[1])
-config = dict(state["model_config"])
-# The track filter is post-processing without weights: the current config's, not the one trained with.
-config["track_filter"] = to_dict(load_model_config(sys.argv[3]).track_filter)
-torch.save({"model": state["model"], "model_config": config}, sys.argv[2])
-PY
+# The track filter is post-processing without weights: the current config's (training/ship_weights.py).
+python -m sparsecomp_core.training.ship_weights --model "$MODEL" "checkpoints/${MODEL}_${FINAL}/model.pt" "$RESULT"
 if [[ $INSTALL == 1 ]]; then
   cp "$RESULT" "models/${MODEL}_default.pt"
   ls -l "models/${MODEL}_default.pt"
