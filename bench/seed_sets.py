@@ -1,0 +1,221 @@
+"""Camera + LiDAR models over many held-out sets at once, with the spread: what to choose on.
+
+A three-scene held-out set moves the ratios of issue 14's targets (crash2 / clean,
+the no-LiDAR margin) by about +-0.02, as much as a change of recipe
+(docs/data_training_evaluation.md, "Three fresh held-out sets"). This runs each
+camera + LiDAR model (``--checkpoints``, the first is the reference) and the
+camera-only model on every set in ``--versions`` and reports, per model, each set's
+figures and their mean, standard deviation and minimum, how many sets meet each
+target, and each model's paired difference from the reference (same sets):
+
+    python bench/seed_sets.py --checkpoints models/tiny_default.pt <candidate.pt> ...
+        [--camera-checkpoint models/tiny_camera_default.pt]
+        --versions v1.0-synthetic-seed29 v1.0-synthetic-seed31 ...
+        [--passes clean/full crash2/full frame_lost/full clean/no_lidar] [--jobs 2]
+        [--cache outputs/seed_sets_cache] [--name seed_sets]
+
+``--jobs`` evaluates that many (model, set) pairs at once, in processes of
+cpu_count / jobs threads each. ``--cache`` keeps each (weights, set, pass) report
+under the hash of the weights file, so a later run with one more candidate
+evaluates only that candidate. Writes bench/results/<name>-<cpu|gpu>.json (after
+every finished pair, so an interrupted run keeps what it had) and prints
+Markdown tables.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import evaluation_parser, write_result  # noqa: E402
+
+REPORT_KEYS = ("mAP", "NDS", "mATE", "mAVE", "id_switches")
+DEFAULT_PASSES = ("clean/full", "crash2/full", "frame_lost/full", "clean/no_lidar")
+
+
+def file_digest(path: str) -> str:
+    """First 16 hex digits of the file's SHA-1: the cache key of a weights file."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def cache_path(cache: str | None, digest: str, version: str, pass_name: str, max_frames: int | None) -> Path | None:
+    frames = "" if max_frames is None else f"_first{max_frames}"
+    return None if cache is None else Path(cache) / f"{digest}_{version}_{pass_name.replace('/', '-')}{frames}.json"
+
+
+def evaluate_pair(checkpoint: str, digest: str, data_root: str, version: str, passes: list[str], device: str,
+                  threads: int, cache: str | None, max_frames: int | None = None) -> dict[str, dict]:
+    """pass ("condition/variant") -> the report's headline figures, for one model on one set.
+    Runs in a worker process."""
+    import torch
+
+    from sparsecomp_core.data.dataset import SequenceDataset
+    from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions
+    from sparsecomp_core.models.detector import load_detector
+
+    torch.set_num_threads(threads)
+    figures, missing = {}, []
+    for pass_name in passes:
+        path = cache_path(cache, digest, version, pass_name, max_frames)
+        if path is not None and path.exists():
+            figures[pass_name] = json.loads(path.read_text())
+        else:
+            missing.append(pass_name)
+    if not missing:
+        return figures
+    model, cfg = load_detector(checkpoint, device)
+    dataset = SequenceDataset(data_root, version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
+    conditions = standard_conditions(dataset.rig.camera_names)
+    for pass_name in missing:
+        condition, variant = pass_name.split("/")
+        report = evaluate(model, dataset, conditions[condition], variant, progress=False, max_frames=max_frames)
+        figures[pass_name] = {k: report[k] for k in REPORT_KEYS}
+        path = cache_path(cache, digest, version, pass_name, max_frames)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(figures[pass_name]) + "\n")
+    return figures
+
+
+def set_figures(figures: dict[str, dict], camera_only_nds: float | None) -> dict[str, float]:
+    """One model's target figures on one set, from its passes (those it has)."""
+    clean = figures["clean/full"]
+    row = {"clean mAP": clean["mAP"], "clean NDS": clean["NDS"], "mAVE": clean["mAVE"]}
+    for condition in ("crash2", "frame_lost"):
+        if f"{condition}/full" in figures:
+            row[f"{condition} / clean"] = figures[f"{condition}/full"]["NDS"] / max(clean["NDS"], 1e-9)
+    if "clean/no_lidar" in figures:
+        row["no-LiDAR NDS"] = figures["clean/no_lidar"]["NDS"]
+        if camera_only_nds is not None:
+            row["no-LiDAR - camera-only"] = figures["clean/no_lidar"]["NDS"] - camera_only_nds
+    return row
+
+
+GOALS = {"clean mAP": (">=", 0.55), "clean NDS": (">=", 0.55), "mAVE": ("<=", 0.6), "crash2 / clean": (">=", 0.97),
+         "frame_lost / clean": (">=", 0.97), "no-LiDAR - camera-only": (">=", 0.0)}
+
+
+def statistics(values: list[float]) -> dict[str, float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "sd": sd, "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarise(rows: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """figure -> statistics over the sets, and how many sets meet the figure's goal."""
+    summary = {}
+    for key in next(iter(rows.values())):
+        values = [row[key] for row in rows.values() if key in row]
+        summary[key] = statistics(values)
+        if key in GOALS:
+            sense, goal = GOALS[key]
+            summary[key]["sets_meeting_goal"] = sum(v >= goal if sense == ">=" else v <= goal for v in values)
+            summary[key]["goal"] = f"{sense} {goal:g}"
+    return summary
+
+
+def paired_differences(rows: dict[str, dict[str, float]], reference: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """figure -> statistics of (model - reference) over the sets both have."""
+    common = [v for v in rows if v in reference]
+    return {key: statistics([rows[v][key] - reference[v][key] for v in common])
+            for key in rows[common[0]] if all(key in rows[v] and key in reference[v] for v in common)}
+
+
+def markdown(label: str, rows: dict[str, dict[str, float]], summary: dict[str, dict]) -> str:
+    keys = list(summary)
+    lines = [f"**{label}**", "", "| set | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for version, row in rows.items():
+        lines.append(f"| {version} | " + " | ".join(f"{row[k]:.3f}" if k in row else "-" for k in keys) + " |")
+    lines.append("| mean (sd) | " + " | ".join(f"{summary[k]['mean']:.3f} ({summary[k]['sd']:.3f})" for k in keys) + " |")
+    lines.append("| min | " + " | ".join(f"{summary[k]['min']:.3f}" for k in keys) + " |")
+    lines.append("| sets meeting goal | " + " | ".join(
+        f"{summary[k]['sets_meeting_goal']}/{summary[k]['n']} ({summary[k]['goal']})" if "goal" in summary[k] else "-"
+        for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = evaluation_parser(__doc__, "seed_sets", checkpoint=None)
+    parser.add_argument("--checkpoints", nargs="+", default=["models/tiny_default.pt"],
+                        help="camera + LiDAR models; the first is the reference of the paired differences")
+    parser.add_argument("--camera-checkpoint", default="models/tiny_camera_default.pt",
+                        help="camera-only model for the no-LiDAR margin ('none': leave the margin out)")
+    parser.add_argument("--versions", nargs="+", required=True, help="held-out sets (data versions)")
+    parser.add_argument("--passes", nargs="+", default=list(DEFAULT_PASSES),
+                        help="condition/variant passes of the camera + LiDAR models; clean/full is always run")
+    parser.add_argument("--jobs", type=int, default=1, help="(model, set) pairs evaluated at once")
+    parser.add_argument("--cache", help="folder of per-(weights, set, pass) reports to reuse")
+    parser.add_argument("--max-frames", type=int, help="only this many frames per set (a quick check of the script)")
+    args = parser.parse_args()
+    passes = ["clean/full"] + [p for p in args.passes if p != "clean/full"]
+    for pass_name in passes:
+        if pass_name.count("/") != 1:
+            parser.error(f"--passes: {pass_name!r} is not condition/variant")
+    models = {path: ("camera + LiDAR", passes) for path in args.checkpoints}
+    if args.camera_checkpoint != "none":
+        models[args.camera_checkpoint] = ("camera only", ["clean/full"])
+    for path in models:
+        if not Path(path).exists():
+            parser.error(f"no checkpoint {path}")
+    digests = {path: file_digest(path) for path in models}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+
+    results: dict[str, dict[str, dict]] = {path: {} for path in models}
+
+    def report() -> Path:
+        camera_nds = {v: f["clean/full"]["NDS"] for v, f in results.get(args.camera_checkpoint, {}).items()}
+        payload, tables = {"data_root": args.data_root, "versions": args.versions, "passes": passes,
+                           "max_frames": args.max_frames,
+                           "camera_checkpoint": args.camera_checkpoint, "models": {}}, []
+        reference = None
+        for path in args.checkpoints:
+            rows = {v: set_figures(results[path][v], camera_nds.get(v)) for v in args.versions if v in results[path]}
+            if not rows:
+                continue
+            summary = summarise(rows)
+            entry = {"sha1_16": digests[path], "per_set": rows, "summary": summary,
+                     "passes": {v: results[path][v] for v in rows}}
+            if reference is None:
+                reference = rows
+            else:
+                entry["minus_reference"] = paired_differences(rows, reference)
+            payload["models"][path] = entry
+            tables.append(markdown(path, rows, summary))
+        payload["camera_only_clean_nds"] = camera_nds
+        payload["tables"] = tables
+        return write_result(args.name, payload)
+
+    pairs = [(path, version) for path in models for version in args.versions]
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(evaluate_pair, path, digests[path], args.data_root, version, models[path][1],
+                               args.device, threads, args.cache, args.max_frames): (path, version) for path, version in pairs}
+        for future in as_completed(futures):
+            path, version = futures[future]
+            results[path][version] = future.result()
+            figures = results[path][version]
+            print(f"{Path(path).name} {version}: " + ", ".join(f"{p} NDS {f['NDS']:.3f}" for p, f in figures.items()),
+                  flush=True)
+            written = report()
+    payload = json.loads(written.read_text())
+    for path, table in zip(payload["models"], payload["tables"]):
+        print()
+        print(table)
+        differences = payload["models"][path].get("minus_reference")
+        if differences:
+            print("minus the reference, mean (sd): " + ", ".join(
+                f"{k} {d['mean']:+.3f} ({d['sd']:.3f})" for k, d in differences.items()))
+    print("wrote", written)
+
+
+if __name__ == "__main__":
+    main()

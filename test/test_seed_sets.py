@@ -1,0 +1,48 @@
+"""bench/seed_sets.py: per-set target figures, their spread and paired differences, by hand."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from seed_sets import cache_path, paired_differences, set_figures, summarise  # noqa: E402
+
+
+def passes(clean: float, crash2: float, no_lidar: float) -> dict[str, dict]:
+    return {"clean/full": {"mAP": 0.6, "NDS": clean, "mAVE": 0.4}, "crash2/full": {"NDS": crash2},
+            "clean/no_lidar": {"NDS": no_lidar}}
+
+
+def test_set_figures_are_ratios_to_clean_and_the_margin_over_the_camera_only_model():
+    row = set_figures(passes(0.60, 0.57, 0.40), camera_only_nds=0.42)
+    assert row["crash2 / clean"] == pytest.approx(0.95)
+    assert row["no-LiDAR - camera-only"] == pytest.approx(-0.02)
+    assert "frame_lost / clean" not in row                      # a pass not run gives no figure
+    assert "no-LiDAR - camera-only" not in set_figures(passes(0.6, 0.6, 0.4), camera_only_nds=None)
+
+
+def test_summary_counts_the_sets_meeting_each_goal_and_paired_differences_are_per_set():
+    reference = {"a": set_figures(passes(0.60, 0.60, 0.40), 0.40), "b": set_figures(passes(0.50, 0.48, 0.30), 0.40),
+                 "c": set_figures(passes(0.70, 0.665, 0.45), 0.40)}
+    summary = summarise(reference)
+    crash = summary["crash2 / clean"]
+    assert crash["mean"] == pytest.approx((1.0 + 0.96 + 0.95) / 3)
+    assert crash["min"] == pytest.approx(0.95) and crash["n"] == 3
+    assert crash["sets_meeting_goal"] == 1 and crash["goal"] == ">= 0.97"
+    assert summary["no-LiDAR - camera-only"]["sets_meeting_goal"] == 2     # 0.0 meets ">= 0"
+    assert summary["mAVE"]["sets_meeting_goal"] == 3 and "goal" not in summary["no-LiDAR NDS"]
+    assert summary["clean NDS"]["sd"] == pytest.approx(0.1)
+
+    candidate = {"a": set_figures(passes(0.62, 0.62, 0.41), 0.40), "b": set_figures(passes(0.52, 0.52, 0.32), 0.40)}
+    differences = paired_differences(candidate, reference)          # only the sets both have: a, b
+    assert differences["clean NDS"]["mean"] == pytest.approx(0.02) and differences["clean NDS"]["n"] == 2
+    assert differences["crash2 / clean"]["mean"] == pytest.approx((0.0 + 0.04) / 2)
+
+
+def test_cached_reports_are_keyed_by_weights_set_pass_and_frame_limit(tmp_path):
+    full = cache_path(str(tmp_path), "abc", "v1.0-synthetic-seed29", "crash2/full", None)
+    assert full.name == "abc_v1.0-synthetic-seed29_crash2-full.json"
+    assert cache_path(str(tmp_path), "abc", "v1.0-synthetic-seed29", "crash2/full", 4) != full
+    assert cache_path(None, "abc", "v1.0-synthetic-seed29", "crash2/full", None) is None
