@@ -79,7 +79,11 @@ def evaluate_pair(checkpoint: str, digest: str, data_root: str, version: str, pa
     for pass_name in missing:
         condition, variant = pass_name.split("/")
         report = evaluate(model, dataset, conditions[condition], variant, progress=False, max_frames=max_frames)
-        figures[pass_name] = {k: report[k] for k in REPORT_KEYS}
+        operating = report["tracking"]["operating_point"]       # at the node's threshold
+        cars = operating["continuously_visible"].get("car") or {}
+        figures[pass_name] = {**{k: report[k] for k in REPORT_KEYS},
+                              "id_switches_per_100_gt": operating["id_switches_per_100_gt"],
+                              "car_median_id_keep_fraction": cars.get("median_id_keep_fraction")}
         path = cache_path(cache, digest, version, pass_name, max_frames)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,10 @@ def set_figures(figures: dict[str, dict], camera_only_nds: float | None) -> dict
     """One model's target figures on one set, from its passes (those it has)."""
     clean = figures["clean/full"]
     row = {"clean mAP": clean["mAP"], "clean NDS": clean["NDS"], "mAVE": clean["mAVE"]}
+    if clean.get("id_switches_per_100_gt") is not None:
+        row["ids per 100 GT"] = clean["id_switches_per_100_gt"]
+    if clean.get("car_median_id_keep_fraction") is not None:
+        row["car id keep"] = clean["car_median_id_keep_fraction"]
     for condition in ("crash2", "frame_lost"):
         if f"{condition}/full" in figures:
             row[f"{condition} / clean"] = figures[f"{condition}/full"]["NDS"] / max(clean["NDS"], 1e-9)
@@ -101,7 +109,8 @@ def set_figures(figures: dict[str, dict], camera_only_nds: float | None) -> dict
     return row
 
 
-GOALS = {"clean mAP": (">=", 0.55), "clean NDS": (">=", 0.55), "mAVE": ("<=", 0.6), "crash2 / clean": (">=", 0.97),
+GOALS = {"clean mAP": (">=", 0.55), "clean NDS": (">=", 0.55), "mAVE": ("<=", 0.6), "ids per 100 GT": ("<=", 2.0),
+         "car id keep": (">=", 0.8), "crash2 / clean": (">=", 0.97),
          "frame_lost / clean": (">=", 0.97), "no-LiDAR - camera-only": (">=", 0.0)}
 
 
@@ -114,7 +123,8 @@ def statistics(values: list[float]) -> dict[str, float]:
 def summarise(rows: dict[str, dict[str, float]]) -> dict[str, dict]:
     """figure -> statistics over the sets, and how many sets meet the figure's goal."""
     summary = {}
-    for key in next(iter(rows.values())):
+    keys = list(dict.fromkeys(key for row in rows.values() for key in row))   # a set without cars lacks one
+    for key in keys:
         values = [row[key] for row in rows.values() if key in row]
         summary[key] = statistics(values)
         if key in GOALS:
@@ -161,9 +171,9 @@ def main() -> None:
     for pass_name in passes:
         if pass_name.count("/") != 1:
             parser.error(f"--passes: {pass_name!r} is not condition/variant")
-    models = {path: ("camera + LiDAR", passes) for path in args.checkpoints}
-    if args.camera_checkpoint != "none":
-        models[args.camera_checkpoint] = ("camera only", ["clean/full"])
+    # path -> its passes; the camera-only model first, so that every later report has the margin
+    models = {args.camera_checkpoint: ["clean/full"]} if args.camera_checkpoint != "none" else {}
+    models.update({path: passes for path in args.checkpoints})
     for path in models:
         if not Path(path).exists():
             parser.error(f"no checkpoint {path}")
@@ -180,14 +190,14 @@ def main() -> None:
         reference = None
         for path in args.checkpoints:
             rows = {v: set_figures(results[path][v], camera_nds.get(v)) for v in args.versions if v in results[path]}
+            if path == args.checkpoints[0]:
+                reference = rows
             if not rows:
                 continue
             summary = summarise(rows)
             entry = {"sha1_16": digests[path], "per_set": rows, "summary": summary,
                      "passes": {v: results[path][v] for v in rows}}
-            if reference is None:
-                reference = rows
-            else:
+            if path != args.checkpoints[0] and any(v in reference for v in rows):
                 entry["minus_reference"] = paired_differences(rows, reference)
             payload["models"][path] = entry
             tables.append(markdown(path, rows, summary))
@@ -197,7 +207,7 @@ def main() -> None:
 
     pairs = [(path, version) for path in models for version in args.versions]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(evaluate_pair, path, digests[path], args.data_root, version, models[path][1],
+        futures = {pool.submit(evaluate_pair, path, digests[path], args.data_root, version, models[path],
                                args.device, threads, args.cache, args.max_frames): (path, version) for path, version in pairs}
         for future in as_completed(futures):
             path, version = futures[future]

@@ -21,6 +21,10 @@ def test_set_figures_are_ratios_to_clean_and_the_margin_over_the_camera_only_mod
     assert row["no-LiDAR - camera-only"] == pytest.approx(-0.02)
     assert "frame_lost / clean" not in row                      # a pass not run gives no figure
     assert "no-LiDAR - camera-only" not in set_figures(passes(0.6, 0.6, 0.4), camera_only_nds=None)
+    tracked = passes(0.6, 0.6, 0.4)
+    tracked["clean/full"].update(id_switches_per_100_gt=1.5, car_median_id_keep_fraction=None)   # no cars
+    row = set_figures(tracked, camera_only_nds=None)
+    assert row["ids per 100 GT"] == 1.5 and "car id keep" not in row
 
 
 def test_summary_counts_the_sets_meeting_each_goal_and_paired_differences_are_per_set():
@@ -34,6 +38,10 @@ def test_summary_counts_the_sets_meeting_each_goal_and_paired_differences_are_pe
     assert summary["no-LiDAR - camera-only"]["sets_meeting_goal"] == 2     # 0.0 meets ">= 0"
     assert summary["mAVE"]["sets_meeting_goal"] == 3 and "goal" not in summary["no-LiDAR NDS"]
     assert summary["clean NDS"]["sd"] == pytest.approx(0.1)
+    reference["b"]["ids per 100 GT"] = 2.5                          # only one set has it: counted over that one
+    assert summarise(reference)["ids per 100 GT"]["n"] == 1
+    assert summarise(reference)["ids per 100 GT"]["sets_meeting_goal"] == 0
+    del reference["b"]["ids per 100 GT"]
 
     candidate = {"a": set_figures(passes(0.62, 0.62, 0.41), 0.40), "b": set_figures(passes(0.52, 0.52, 0.32), 0.40)}
     differences = paired_differences(candidate, reference)          # only the sets both have: a, b
