@@ -27,8 +27,10 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -36,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import evaluation_parser, write_result  # noqa: E402
 
 REPORT_KEYS = ("mAP", "NDS", "mATE", "mAVE", "id_switches")
+# What a pass keeps of its report (the id figures at the node's threshold, OPERATING_SCORE_THRESHOLD).
+FIGURE_KEYS = {*REPORT_KEYS, "id_switches_per_100_gt", "car_median_id_keep_fraction"}
 DEFAULT_PASSES = ("clean/full", "crash2/full", "frame_lost/full", "clean/no_lidar")
 
 
@@ -54,41 +58,81 @@ def cache_path(cache: str | None, digest: str, version: str, pass_name: str, max
 
 
 def evaluate_pair(checkpoint: str, digest: str, data_root: str, version: str, passes: list[str], device: str,
-                  threads: int, cache: str | None, max_frames: int | None = None) -> dict[str, dict]:
-    """pass ("condition/variant") -> the report's headline figures, for one model on one set.
-    Runs in a worker process."""
+                  threads: int, cache: str | None, max_frames: int | None = None,
+                  keep_detections: bool = False) -> tuple[dict[str, dict], dict[str, tuple]]:
+    """(pass ("condition/variant") -> the report's headline figures, pass -> (ground truth,
+    detections) when ``keep_detections``, samples named "<version>/<sequence>/<frame>" so that
+    sets can be pooled), for one model on one set. Runs in a worker process."""
     import torch
 
     from sparsecomp_core.data.dataset import SequenceDataset
-    from sparsecomp_core.evaluation.evaluate import evaluate, standard_conditions
+    from sparsecomp_core.evaluation.evaluate import run_model, standard_conditions
     from sparsecomp_core.models.detector import load_detector
 
     torch.set_num_threads(threads)
-    figures, missing = {}, []
+    figures, detections, missing = {}, {}, []
     for pass_name in passes:
         path = cache_path(cache, digest, version, pass_name, max_frames)
-        if path is not None and path.exists():
-            figures[pass_name] = json.loads(path.read_text())
+        cached = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        kept = path.with_suffix(".detections.pkl") if path is not None else None
+        if FIGURE_KEYS <= cached.keys() and (not keep_detections or kept.exists()):
+            figures[pass_name] = cached         # else written before a figure was added: evaluated again
+            if keep_detections:
+                detections[pass_name] = pickle.loads(kept.read_bytes())
         else:
             missing.append(pass_name)
     if not missing:
-        return figures
+        return figures, detections
     model, cfg = load_detector(checkpoint, device)
     dataset = SequenceDataset(data_root, version, cfg.load_rig(), lidar_sweeps=cfg.lidar.sweeps)
     conditions = standard_conditions(dataset.rig.camera_names)
     for pass_name in missing:
         condition, variant = pass_name.split("/")
-        report = evaluate(model, dataset, conditions[condition], variant, progress=False, max_frames=max_frames)
+        run = run_model(model, dataset, conditions[condition], variant, progress=False, max_frames=max_frames)
+        report = run.report()
         operating = report["tracking"]["operating_point"]       # at the node's threshold
         cars = operating["continuously_visible"].get("car") or {}
         figures[pass_name] = {**{k: report[k] for k in REPORT_KEYS},
                               "id_switches_per_100_gt": operating["id_switches_per_100_gt"],
                               "car_median_id_keep_fraction": cars.get("median_id_keep_fraction")}
+        detections[pass_name] = pooled_names(run.gts, run.preds, version)
         path = cache_path(cache, digest, version, pass_name, max_frames)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(figures[pass_name]) + "\n")
-    return figures
+            path.with_suffix(".detections.pkl").write_bytes(pickle.dumps(detections[pass_name]))
+    return figures, (detections if keep_detections else {})
+
+
+def pooled_names(gts: dict[str, list], preds: list, version: str) -> tuple[dict[str, list], list]:
+    """The run's ground truth and detections with their samples prefixed by the set's name:
+    two generated sets may both have a scene-0000."""
+    return ({f"{version}/{sample}": [replace(g, sample=f"{version}/{sample}") for g in boxes]
+             for sample, boxes in gts.items()},
+            [replace(p, sample=f"{version}/{p.sample}") for p in preds])
+
+
+def pooled_row(figures: dict[str, dict], camera_only_nds: float | None) -> dict[str, float]:
+    """A model's pooled figures as set_figures gives one set's (the camera-only model: clean only)."""
+    row = set_figures(figures, camera_only_nds)
+    return {k: v for k, v in row.items() if k not in ("ids per 100 GT", "car id keep")}
+
+
+def pooled_figures(detections: dict[str, dict[str, tuple]], passes: list[str]) -> dict[str, dict]:
+    """pass -> mAP / NDS / mAVE of one model over every set at once (version -> pass ->
+    (ground truth, detections)): classes that have a handful of boxes in one set
+    (one bus, one parked bicycle) weigh as much as cars in that set's mAP, not in the pool's."""
+    from sparsecomp_core.evaluation.metrics import detection_report
+
+    pooled = {}
+    for pass_name in passes:
+        gts, preds = {}, []
+        for per_pass in detections.values():
+            gts.update(per_pass[pass_name][0])
+            preds.extend(per_pass[pass_name][1])
+        report = detection_report(gts, preds)
+        pooled[pass_name] = {k: report[k] for k in ("mAP", "NDS", "mATE", "mAVE")}
+    return pooled
 
 
 def set_figures(figures: dict[str, dict], camera_only_nds: float | None) -> dict[str, float]:
@@ -166,6 +210,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="(model, set) pairs evaluated at once")
     parser.add_argument("--cache", help="folder of per-(weights, set, pass) reports to reuse")
     parser.add_argument("--max-frames", type=int, help="only this many frames per set (a quick check of the script)")
+    parser.add_argument("--pooled", action="store_true",
+                        help="also each model's figures over all sets at once (keeps every detection in memory)")
     args = parser.parse_args()
     passes = ["clean/full"] + [p for p in args.passes if p != "clean/full"]
     for pass_name in passes:
@@ -181,6 +227,8 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     results: dict[str, dict[str, dict]] = {path: {} for path in models}
+    detections: dict[str, dict[str, dict]] = {path: {} for path in models}     # with --pooled
+    pooled: dict[str, dict[str, float]] = {}
 
     def report() -> Path:
         camera_nds = {v: f["clean/full"]["NDS"] for v, f in results.get(args.camera_checkpoint, {}).items()}
@@ -199,8 +247,16 @@ def main() -> None:
                      "passes": {v: results[path][v] for v in rows}}
             if path != args.checkpoints[0] and any(v in reference for v in rows):
                 entry["minus_reference"] = paired_differences(rows, reference)
+            if path in pooled:
+                entry["pooled"] = pooled[path]
             payload["models"][path] = entry
             tables.append(markdown(path, rows, summary))
+        if pooled:
+            keys = list(dict.fromkeys(k for figures in pooled.values() for k in figures))
+            payload["pooled_table"] = "\n".join(
+                ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+                + [f"| {path} | " + " | ".join(f"{figures[k]:.3f}" if k in figures else "-" for k in keys) + " |"
+                   for path, figures in pooled.items()])
         payload["camera_only_clean_nds"] = camera_nds
         payload["tables"] = tables
         return write_result(args.name, payload)
@@ -208,15 +264,24 @@ def main() -> None:
     pairs = [(path, version) for path in models for version in args.versions]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(evaluate_pair, path, digests[path], args.data_root, version, models[path],
-                               args.device, threads, args.cache, args.max_frames): (path, version) for path, version in pairs}
+                               args.device, threads, args.cache, args.max_frames, args.pooled): (path, version)
+                   for path, version in pairs}
         for future in as_completed(futures):
             path, version = futures[future]
-            results[path][version] = future.result()
+            results[path][version], detections[path][version] = future.result()
             figures = results[path][version]
             print(f"{Path(path).name} {version}: " + ", ".join(f"{p} NDS {f['NDS']:.3f}" for p, f in figures.items()),
                   flush=True)
             written = report()
+    if args.pooled:
+        for path in models:
+            pooled[path] = pooled_row(pooled_figures(detections[path], models[path]),
+                                      pooled.get(args.camera_checkpoint, {}).get("clean NDS"))
+            detections[path] = {}                                   # free the memory
+        written = report()
     payload = json.loads(written.read_text())
+    if args.pooled:
+        print("\nall sets pooled:\n" + payload["pooled_table"])
     for path, table in zip(payload["models"], payload["tables"]):
         print()
         print(table)

@@ -54,3 +54,23 @@ def test_cached_reports_are_keyed_by_weights_set_pass_and_frame_limit(tmp_path):
     assert full.name == "abc_v1.0-synthetic-seed29_crash2-full.json"
     assert cache_path(str(tmp_path), "abc", "v1.0-synthetic-seed29", "crash2/full", 4) != full
     assert cache_path(None, "abc", "v1.0-synthetic-seed29", "crash2/full", None) is None
+
+
+def test_pooling_keeps_same_named_samples_of_two_sets_apart_and_weighs_boxes_not_sets():
+    import numpy as np
+
+    from sparsecomp_core.evaluation.detection_metrics import Detection
+    from seed_sets import pooled_figures, pooled_names
+
+    def car(sample: str, x: float, score: float = 1.0) -> Detection:
+        return Detection(sample, np.array([x, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 0.0, 0.0, 0.0]), 0, score)
+
+    samples = [f"scene-0000/{i}" for i in range(4)]              # both sets have a scene-0000
+    found = pooled_names({s: [car(s, 10.0)] for s in samples}, [car(s, 10.0) for s in samples], "seedA")
+    missed = pooled_names({s: [car(s, 20.0)] for s in samples}, [], "seedB")
+    assert set(found[0]).isdisjoint(missed[0]) and all(p.sample.startswith("seedA/") for p in found[1])
+    pooled = pooled_figures({"seedA": {"clean/full": found}, "seedB": {"clean/full": missed}}, ["clean/full"])
+    alone = pooled_figures({"seedA": {"clean/full": found}}, ["clean/full"])
+    assert alone["clean/full"]["mAP"] == pytest.approx(1.0, abs=0.02)
+    # half of the pooled cars are never detected: the pool's AP is about half, not set A's
+    assert 0.3 < pooled["clean/full"]["mAP"] < 0.6
