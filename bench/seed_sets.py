@@ -12,7 +12,13 @@ target, and each model's paired difference from the reference (same sets):
         [--camera-checkpoint models/tiny_camera_default.pt]
         --versions v1.0-synthetic-seed29 v1.0-synthetic-seed31 ...
         [--passes clean/full crash2/full frame_lost/full clean/no_lidar] [--jobs 2]
-        [--cache outputs/seed_sets_cache] [--name seed_sets]
+        [--cache outputs/seed_sets_cache] [--pooled] [--name seed_sets]
+
+``--pooled`` adds each model's figures over all sets at once: a class with a
+handful of boxes in one set (one bus, one parked bicycle) weighs as much as cars
+in that set's mAP, so one missed object there can move a set's crash2 / clean by
+0.1; the pool weighs boxes, not sets. The per-set rows say how often a
+three-scene set meets a target; the pooled row is the best estimate of the figure.
 
 ``--jobs`` evaluates that many (model, set) pairs at once, in processes of
 cpu_count / jobs threads each. ``--cache`` keeps each (weights, set, pass) report

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The ten-set check a camera + LiDAR recipe is chosen on (docs/data_training_evaluation.md,
 # "Choosing on ten sets"): generates the held-out sets of seeds 29 ... 67 (3 scenes x 60
-# frames each, like the held-out set; about 10 min on 2 cores, skipped once they exist)
+# frames each, like the held-out set; about 7 min on 2 cores, skipped once they exist)
 # and runs bench/seed_sets.py on the given models (the first is the reference) with the
-# shipped camera-only model for the no-LiDAR margin, two sets at a time, reports cached
-# under outputs/seed_sets_cache (about 30 min per model on 2 cores).
+# shipped camera-only model for the no-LiDAR margin, per set and pooled, two sets at a time, reports cached
+# under outputs/seed_sets_cache (about 15 min per model on 2 idle cores).
 #   scripts/check_sets.sh [--name NAME] [model.pt ...]     default: models/tiny_default.pt
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,4 +33,4 @@ done
 VERSIONS=()
 for seed in "${SEEDS[@]}"; do VERSIONS+=("v1.0-synthetic-seed$seed"); done
 python bench/seed_sets.py --checkpoints "${MODELS[@]}" --versions "${VERSIONS[@]}" --jobs 2 \
-  --cache outputs/seed_sets_cache --name "$NAME"
+  --cache outputs/seed_sets_cache --pooled --name "$NAME"
