@@ -23,7 +23,8 @@ three-scene set meets a target; the pooled row is the best estimate of the figur
 ``--jobs`` evaluates that many (model, set) pairs at once, in processes of
 cpu_count / jobs threads each. ``--cache`` keeps each (weights, set, pass) report
 under the hash of the weights file, so a later run with one more candidate
-evaluates only that candidate. Writes bench/results/<name>-<cpu|gpu>.json (after
+evaluates only that candidate (the key is the weights, not the code: empty the
+cache after changing the evaluation; it holds pickled detections, our own). Writes bench/results/<name>-<cpu|gpu>.json (after
 every finished pair, so an interrupted run keeps what it had) and prints
 Markdown tables.
 """
