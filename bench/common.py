@@ -52,13 +52,19 @@ def write_result(name: str, payload: dict) -> Path:
 
 
 def markdown_table(rows: list[dict], label: str, hidden: tuple[str, ...] = (), number_format: str = ".3g") -> str:
-    """One row per dict: the ``label`` column first, then every other key of the first row
-    not in ``hidden``; floats in ``number_format``."""
-    keys = [k for k in rows[0] if k != label and k not in hidden]
+    """One row per dict: the ``label`` column first, then every other key of any row (in
+    the order first seen) not in ``hidden``; floats in ``number_format``, "-" where a row
+    lacks the key."""
+    keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k != label and k not in hidden]
+
+    def cell(row: dict, key: str) -> str:
+        if key not in row:
+            return "-"
+        return format(row[key], number_format) if isinstance(row[key], float) else str(row[key])
+
     lines = [f"| {label} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for row in rows:
-        lines.append(f"| {row[label]} | " + " | ".join(format(row[k], number_format) if isinstance(row[k], float)
-                                                      else str(row[k]) for k in keys) + " |")
+        lines.append(f"| {row[label]} | " + " | ".join(cell(row, k) for k in keys) + " |")
     return "\n".join(lines)
 
 

@@ -24,9 +24,9 @@ three-scene set meets a target; the pooled row is the best estimate of the figur
 cpu_count / jobs threads each. ``--cache`` keeps each (weights, set, pass) report
 under the hash of the weights file, so a later run with one more candidate
 evaluates only that candidate (the key is the weights, not the code: empty the
-cache after changing the evaluation; it holds pickled detections, our own). Writes bench/results/<name>-<cpu|gpu>.json (after
-every finished pair, so an interrupted run keeps what it had) and prints
-Markdown tables.
+cache after changing the evaluation; it holds pickled detections, our own).
+Writes bench/results/<name>-<cpu|gpu>.json (after every finished pair, so an
+interrupted run keeps what it had) and prints Markdown tables.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import evaluation_parser, write_result  # noqa: E402
+from common import evaluation_parser, markdown_table, write_result  # noqa: E402
+from model_targets import operating_figures  # noqa: E402
 
 REPORT_KEYS = ("mAP", "NDS", "mATE", "mAVE", "id_switches")
 # What a pass keeps of its report (the id figures at the node's threshold, OPERATING_SCORE_THRESHOLD).
@@ -78,8 +79,8 @@ def evaluate_pair(checkpoint: str, digest: str, data_root: str, version: str, pa
 
     torch.set_num_threads(threads)
     figures, detections, missing = {}, {}, []
-    for pass_name in passes:
-        path = cache_path(cache, digest, version, pass_name, max_frames)
+    paths = {pass_name: cache_path(cache, digest, version, pass_name, max_frames) for pass_name in passes}
+    for pass_name, path in paths.items():
         cached = json.loads(path.read_text()) if path is not None and path.exists() else {}
         kept = path.with_suffix(".detections.pkl") if path is not None else None
         if FIGURE_KEYS <= cached.keys() and (not keep_detections or kept.exists()):
@@ -97,13 +98,12 @@ def evaluate_pair(checkpoint: str, digest: str, data_root: str, version: str, pa
         condition, variant = pass_name.split("/")
         run = run_model(model, dataset, conditions[condition], variant, progress=False, max_frames=max_frames)
         report = run.report()
-        operating = report["tracking"]["operating_point"]       # at the node's threshold
-        cars = operating["continuously_visible"].get("car") or {}
-        figures[pass_name] = {**{k: report[k] for k in REPORT_KEYS},
-                              "id_switches_per_100_gt": operating["id_switches_per_100_gt"],
-                              "car_median_id_keep_fraction": cars.get("median_id_keep_fraction")}
-        detections[pass_name] = pooled_names(run.gts, run.preds, version)
-        path = cache_path(cache, digest, version, pass_name, max_frames)
+        ids_per_100, car_keep = operating_figures(report)
+        figures[pass_name] = {**{k: report[k] for k in REPORT_KEYS}, "id_switches_per_100_gt": ids_per_100,
+                              "car_median_id_keep_fraction": car_keep}
+        path = paths[pass_name]
+        if keep_detections or path is not None:
+            detections[pass_name] = pooled_names(run.gts, run.preds, version)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(figures[pass_name]) + "\n")
@@ -117,12 +117,6 @@ def pooled_names(gts: dict[str, list], preds: list, version: str) -> tuple[dict[
     return ({f"{version}/{sample}": [replace(g, sample=f"{version}/{sample}") for g in boxes]
              for sample, boxes in gts.items()},
             [replace(p, sample=f"{version}/{p.sample}") for p in preds])
-
-
-def pooled_row(figures: dict[str, dict], camera_only_nds: float | None) -> dict[str, float]:
-    """A model's pooled figures as set_figures gives one set's (the camera-only model: clean only)."""
-    row = set_figures(figures, camera_only_nds)
-    return {k: v for k, v in row.items() if k not in ("ids per 100 GT", "car id keep")}
 
 
 def pooled_figures(detections: dict[str, dict[str, tuple]], passes: list[str]) -> dict[str, dict]:
@@ -259,11 +253,8 @@ def main() -> None:
             payload["models"][path] = entry
             tables.append(markdown(path, rows, summary))
         if pooled:
-            keys = list(dict.fromkeys(k for figures in pooled.values() for k in figures))
-            payload["pooled_table"] = "\n".join(
-                ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-                + [f"| {path} | " + " | ".join(f"{figures[k]:.3f}" if k in figures else "-" for k in keys) + " |"
-                   for path, figures in pooled.items()])
+            payload["pooled_table"] = markdown_table([{"model": path, **figures} for path, figures in pooled.items()],
+                                                     "model", number_format=".3f")
         payload["camera_only_clean_nds"] = camera_nds
         payload["tables"] = tables
         return write_result(args.name, payload)
@@ -282,8 +273,9 @@ def main() -> None:
             written = report()
     if args.pooled:
         for path in models:
-            pooled[path] = pooled_row(pooled_figures(detections[path], models[path]),
-                                      pooled.get(args.camera_checkpoint, {}).get("clean NDS"))
+            # the pooled passes have no id figures, so set_figures gives only the NDS-based ones
+            pooled[path] = set_figures(pooled_figures(detections[path], models[path]),
+                                       pooled.get(args.camera_checkpoint, {}).get("clean NDS"))
             detections[path] = {}                                   # free the memory
         written = report()
     payload = json.loads(written.read_text())
