@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import evaluation_parser, markdown_table, write_result  # noqa: E402
-from model_targets import operating_figures  # noqa: E402
+from model_targets import GOALS, meets, operating_figures  # noqa: E402
 
 REPORT_KEYS = ("mAP", "NDS", "mATE", "mAVE", "id_switches")
 # What a pass keeps of its report (the id figures at the node's threshold, OPERATING_SCORE_THRESHOLD).
@@ -154,11 +154,6 @@ def set_figures(figures: dict[str, dict], camera_only_nds: float | None) -> dict
     return row
 
 
-GOALS = {"clean mAP": (">=", 0.55), "clean NDS": (">=", 0.55), "mAVE": ("<=", 0.6), "ids per 100 GT": ("<=", 2.0),
-         "car id keep": (">=", 0.8), "crash2 / clean": (">=", 0.97),
-         "frame_lost / clean": (">=", 0.97), "no-LiDAR - camera-only": (">=", 0.0)}
-
-
 def statistics(values: list[float]) -> dict[str, float]:
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
@@ -174,7 +169,7 @@ def summarise(rows: dict[str, dict[str, float]]) -> dict[str, dict]:
         summary[key] = statistics(values)
         if key in GOALS:
             sense, goal = GOALS[key]
-            summary[key]["sets_meeting_goal"] = sum(v >= goal if sense == ">=" else v <= goal for v in values)
+            summary[key]["sets_meeting_goal"] = sum(meets(key, v) for v in values)
             summary[key]["goal"] = f"{sense} {goal:g}"
     return summary
 
