@@ -5,16 +5,26 @@
 # and runs bench/seed_sets.py on the given models (the first is the reference) with the
 # shipped camera-only model for the no-LiDAR margin, per set and pooled, two sets at a time, reports cached
 # under outputs/seed_sets_cache (about 15 min per model on 2 idle cores).
-#   scripts/check_sets.sh [--name NAME] [model.pt ...]     default: models/tiny_default.pt
+#   scripts/check_sets.sh [--name NAME] [--seeds "71 73 ..."] [model.pt ...]
+#     model.pt   default: models/tiny_default.pt
+#     --seeds    other sets than the ten chosen on (an even count), e.g. the second ten a
+#                choice made on the first is confirmed on: 71 73 79 83 89 97 101 103 107 109
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
 
 NAME=seed_sets
-if [[ ${1:-} == --name ]]; then NAME="$2"; shift 2; fi
+SEEDS=(29 31 37 41 43 47 53 59 61 67)
+while [[ $# -gt 0 && $1 == --* ]]; do
+  case "$1" in
+    --name) NAME="$2"; shift 2 ;;
+    --seeds) read -r -a SEEDS <<< "$2"; shift 2 ;;
+    *) echo "usage: $0 [--name NAME] [--seeds \"S1 S2 ...\"] [model.pt ...]" >&2; exit 2 ;;
+  esac
+done
+(( ${#SEEDS[@]} % 2 == 0 )) || { echo "--seeds: an even count (two sets are generated at a time)" >&2; exit 2; }
 MODELS=("$@")
 [[ ${#MODELS[@]} -gt 0 ]] || MODELS=(models/tiny_default.pt)
-SEEDS=(29 31 37 41 43 47 53 59 61 67)
 
 generate() {  # <seed>
   local version="v1.0-synthetic-seed$1"
