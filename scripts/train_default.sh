@@ -5,7 +5,8 @@
 # the weights; tiny goes on with stage 5 (2500 more steps on the same 108), then stages
 # 6 and 7 from stage 5 (48 more scenes and more failed cameras; velocity weighed more),
 # averages stages 5, 6 and 7's weights, trains stage 10 from that average with the LiDAR
-# dropped more often, and ships the mean of the two; tiny_camera ships its stage 5
+# dropped more often, takes the mean of the two, trains stage 12 from that mean with
+# crashed cameras at a small learning rate, and ships the mean of those two; tiny_camera ships its stage 5
 # (2000 more steps with crashed cameras, completed cameras only in the live cameras' gaps). Stage 4 of
 # tiny starts its camera path from tiny_camera's stage 4, so
 # tiny first trains tiny_camera (the same script) when that result is missing.
@@ -19,11 +20,11 @@
 # Resumable: rerun the same command after an interruption and every step
 # continues where it stopped (data generation is skipped once its tables exist;
 # training resumes from checkpoints/<model>_stage{1,2,3}/last.pt; a stage whose model.pt
-# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 3.5 h on 2
+# exists is done: delete checkpoints/<model>_stage*/ to train afresh). About 4 h on 2
 # otherwise idle CPU cores per model (0.6-1.4 s per step; stage 3 about 20 min, stages 4
 # and 5 about 30 min each (tiny_camera's stage 5: 2000 steps, about 33 min at one thread
-# beside another training); tiny also needs tiny_camera's stage 4, and its stages 6, 7
-# and 10 take about 40, 20 and 15 min more), plus about 70 min to generate the data;
+# beside another training); tiny also needs tiny_camera's stage 4, and its stages 6, 7,
+# 10 and 12 take about 40, 20, 15 and 35 min more), plus about 70 min to generate the data;
 # on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
@@ -83,13 +84,15 @@ if [[ $MODEL == tiny_camera ]]; then   # docs/completion.md, "Where a crash cost
   stage stage5
   FINAL=stage5
 fi
-if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 5", "Stage 8", "Stage 10")
+if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_evaluation.md, "Stage 5", "Stage 8", "Stage 10", "Stage 12")
   stage stage5
   stage stage6                  # from stage 5: 48 more scenes, 1-4 cameras failed
   stage stage7                  # from stage 5: velocity weighed more
   average averaged stage5 stage6 stage7
   stage stage10                 # from that average: LiDAR dropped from 60 % of the streams
-  average shipped averaged stage10
+  average stage10_mean averaged stage10
+  stage stage12                 # from that mean: crashed cameras, a third of stage 11's learning rate
+  average shipped stage10_mean stage12
   FINAL=shipped
 fi
 
