@@ -74,10 +74,15 @@ def meets(figure: str, value: float) -> bool:
     return value >= bound if sense == ">=" else value <= bound
 
 
+def goal_text(figure: str) -> str:
+    """GOALS[figure] as a table shows it, e.g. ">= 0.97"."""
+    sense, bound = GOALS[figure]
+    return f"{sense} {bound:g}"
+
+
 def target(name: str, value: float | None, figure: str) -> dict:
     """A report row: ``name``'s value against GOALS[figure] (met None when there is no value)."""
-    sense, bound = GOALS[figure]
-    return {"target": name, "value": value, "goal": f"{sense} {bound:g}",
+    return {"target": name, "value": value, "goal": goal_text(figure),
             "met": None if value is None else meets(figure, value)}
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import evaluation_parser, markdown_table, write_result  # noqa: E402
-from model_targets import GOALS, meets, operating_figures  # noqa: E402
+from model_targets import GOALS, goal_text, meets, operating_figures  # noqa: E402
 
 REPORT_KEYS = ("mAP", "NDS", "mATE", "mAVE", "id_switches")
 # What a pass keeps of its report (the id figures at the node's threshold, OPERATING_SCORE_THRESHOLD).
@@ -168,9 +168,8 @@ def summarise(rows: dict[str, dict[str, float]]) -> dict[str, dict]:
         values = [row[key] for row in rows.values() if key in row]
         summary[key] = statistics(values)
         if key in GOALS:
-            sense, goal = GOALS[key]
             summary[key]["sets_meeting_goal"] = sum(meets(key, v) for v in values)
-            summary[key]["goal"] = f"{sense} {goal:g}"
+            summary[key]["goal"] = goal_text(key)
     return summary
 
 

@@ -5,21 +5,24 @@
 # and runs bench/seed_sets.py on the given models (the first is the reference) with the
 # shipped camera-only model for the no-LiDAR margin, per set and pooled, two sets at a time, reports cached
 # under outputs/seed_sets_cache (about 15 min per model on 2 idle cores).
-#   scripts/check_sets.sh [--name NAME] [--seeds "71 73 ..."] [model.pt ...]
+#   scripts/check_sets.sh [--name NAME] [--confirm | --seeds "S1 S2 ..."] [model.pt ...]
 #     model.pt   default: models/tiny_default.pt
-#     --seeds    other sets than the ten chosen on (an even count), e.g. the second ten a
-#                choice made on the first is confirmed on: 71 73 79 83 89 97 101 103 107 109
+#     --confirm  the second ten (CONFIRM_SEEDS), which a choice made on the first ten is confirmed on
+#     --seeds    any other sets (an even count)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
 
 NAME=seed_sets
-SEEDS=(29 31 37 41 43 47 53 59 61 67)
+CHECK_SEEDS=(29 31 37 41 43 47 53 59 61 67)
+CONFIRM_SEEDS=(71 73 79 83 89 97 101 103 107 109)
+SEEDS=("${CHECK_SEEDS[@]}")
 while [[ $# -gt 0 && $1 == --* ]]; do
   case "$1" in
     --name) NAME="$2"; shift 2 ;;
+    --confirm) SEEDS=("${CONFIRM_SEEDS[@]}"); shift ;;
     --seeds) read -r -a SEEDS <<< "$2"; shift 2 ;;
-    *) echo "usage: $0 [--name NAME] [--seeds \"S1 S2 ...\"] [model.pt ...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--name NAME] [--confirm | --seeds \"S1 S2 ...\"] [model.pt ...]" >&2; exit 2 ;;
   esac
 done
 (( ${#SEEDS[@]} % 2 == 0 )) || { echo "--seeds: an even count (two sets are generated at a time)" >&2; exit 2; }

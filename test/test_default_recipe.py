@@ -17,8 +17,16 @@ from sparsecomp_core.training.train import TrainConfig
 
 SCRIPT = REPO_ROOT / "scripts" / "train_default.sh"
 # v1.0-synthetic-val (every reported number), v1.0-synthetic-tune, and the sets recipes are chosen and
-# confirmed on (scripts/check_sets.sh: 29 ... 67, then 71 ... 109)
-HELD_OUT_SEEDS = {2, 3, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109}
+# confirmed on (scripts/check_sets.sh's CHECK_SEEDS and CONFIRM_SEEDS)
+CHECK_SETS_SEEDS = {int(seed) for seeds in re.findall(r"^(?:CHECK|CONFIRM)_SEEDS=\(([\d ]+)\)$",
+                                                       (REPO_ROOT / "scripts" / "check_sets.sh").read_text(),
+                                                       flags=re.MULTILINE)
+                    for seed in seeds.split()}
+HELD_OUT_SEEDS = {2, 3} | CHECK_SETS_SEEDS
+
+
+def test_the_check_and_confirmation_seeds_are_read_from_check_sets():
+    assert len(CHECK_SETS_SEEDS) == 20 and {29, 67, 71, 109} <= CHECK_SETS_SEEDS
 
 
 def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]]]:
