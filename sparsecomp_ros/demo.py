@@ -78,6 +78,7 @@ class Recorder(Node):
         self.objects_arrival = {}
         self.skipped_model_busy = 0                 # the node's running totals, from its timing topic
         self.references_received = 0
+        self.timing_heard = 0                       # timing messages: the node sends one after each answer
         self.dropped: dict[str, int] = {}           # the node's "dropped: <reason>" totals, from /diagnostics
         self.load_statuses: list[DiagnosticStatus] = []
         self.create_subscription(DynamicObjectArray, f"/{NODE}/output/objects", self.on_objects, 50)
@@ -92,6 +93,7 @@ class Recorder(Node):
         self.objects[stamp], self.objects_arrival[stamp] = msg, time.monotonic()
 
     def on_timing(self, msg):
+        self.timing_heard += 1
         for value in msg.values:
             if value.key == "skipped: model busy":
                 self.skipped_model_busy = max(self.skipped_model_busy, int(value.value))
@@ -113,8 +115,11 @@ class Recorder(Node):
     def all_accounted(self) -> bool:
         """Every reference the node received (by its own count) answered or skipped, as far as
         this recorder has heard. Best-effort sensor messages lost on the way (DDS under load)
-        never reach the node: those it cannot count."""
-        return self.references_received > 0 and self.frames_accounted() >= self.references_received
+        never reach the node: those it cannot count. The totals count only once the timing
+        message sent after the last answer is heard too: the answer and its timing travel on two
+        topics, and totals read before the last timing lag one reference behind."""
+        return (self.references_received > 0 and self.timing_heard >= len(self.objects)
+                and self.frames_accounted() >= self.references_received)
 
     def on_health(self, msg):
         self.health[stamp_to_us(msg.header.stamp)] = msg
@@ -166,7 +171,7 @@ def replay_and_record(recorder: Recorder, executor, bag: Path, env: dict, rate: 
                                              or time.monotonic() - quiet_since > quiet_s):
                 break       # all answered; sweeps the node never got (lost on the way) are not waited for
             executor.spin_once(timeout_sec=0.05)
-            progress = (recorder.references_received, recorder.frames_accounted())
+            progress = (recorder.references_received, recorder.frames_accounted(), recorder.timing_heard)
             if progress != heard:
                 heard, quiet_since = progress, time.monotonic()
     finally:

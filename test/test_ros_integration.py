@@ -129,6 +129,44 @@ def test_the_node_on_cuda_replays_a_bag_and_finds_the_objects(tmp_path, ros_env,
                                                               "-p", f"model.precision:={precision}"])
 
 
+def test_the_recorder_counts_a_frame_only_with_the_timing_sent_after_its_answer(ros_domain_id):
+    """The node sends each answer on its objects topic and then its totals on its timing topic.
+    When the last answer is heard before its timing message, the totals still stand one
+    reference behind: the recorder must keep listening instead of judging on them."""
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+    from sparsecomp.msg import DynamicObjectArray
+    from std_msgs.msg import Header
+
+    from sparsecomp_ros.demo import Recorder
+
+    def answer(second):
+        return DynamicObjectArray(header=Header(stamp=Time(sec=second)))
+
+    def totals(references, skipped=0):
+        return DiagnosticStatus(values=[KeyValue(key="skipped: model busy", value=str(skipped)),
+                                        KeyValue(key="references received", value=str(references))])
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    recorder = Recorder(context)
+    try:
+        assert not recorder.all_accounted()
+        recorder.on_objects(answer(1))
+        recorder.on_timing(totals(1))
+        assert recorder.all_accounted()
+        recorder.on_objects(answer(2))        # its timing (2 references) is still on the way
+        assert recorder.frames_accounted() == 2 and recorder.references_received == 1
+        assert not recorder.all_accounted()
+        recorder.on_timing(totals(3, skipped=1))  # meanwhile one more came in and was skipped (model busy)
+        assert recorder.all_accounted() and recorder.frames_accounted() == recorder.references_received == 3
+        recorder.on_timing(totals(4, skipped=1))  # a reference the node has not answered yet
+        assert not recorder.all_accounted()
+    finally:
+        recorder.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def replay_a_converted_bag(tmp_path, ros_env, ros_domain_id, node_parameters=()):
     """Replay a converted 16-frame bag into the shipped model's node (at a quarter of real time)
     and check: every frame answered or counted as skipped, no camera masked, detections hit."""
@@ -169,7 +207,7 @@ def replay_a_converted_bag(tmp_path, ros_env, ros_domain_id, node_parameters=())
     # miss one too, so neither count is held to 16.)
     assert recorder.references_received > 0
     assert recorder.frames_accounted() == recorder.references_received, \
-        (len(recorder.objects), recorder.skipped_model_busy, recorder.references_received)
+        (len(recorder.objects), recorder.skipped_model_busy, recorder.references_received, recorder.timing_heard)
     # How many are answered depends on how fast this machine is right now (the rest are skipped,
     # counted above); that there are answers does not.
     assert recorder.objects, "no object array for 16 frames"
