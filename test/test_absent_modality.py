@@ -133,3 +133,41 @@ def test_keep_norms_in_eval_sets_every_batch_norm_and_nothing_else():
     assert keep_norms_in_eval(model) == 2
     assert not model[1].training and not model[3][0].training
     assert model[0].training and model[2].training
+
+
+def test_cells_only_completed_cameras_see_take_the_completed_vector_and_no_other_cell_changes():
+    """A camera whose features were completed (a crashed one) is used like a live one, but the
+    cells no live camera sees (its blind arc) get the learned "completed" vector added; every
+    other cell is bit-identical, and with no completed camera nothing changes."""
+    cfg_plain = micro_config(lidar={**MICRO["lidar"], "enable": False}, **{k: v for k, v in ABSENT.items()
+                                                                          if k == "view_transform"})
+    cfg_marked = micro_config(lidar={**MICRO["lidar"], "enable": False},
+                              view_transform={**ABSENT["view_transform"], "completed_embedding": True})
+    torch.manual_seed(0)
+    plain = build_detector(cfg_plain).eval()
+    marked = build_detector(cfg_marked).eval()
+    with torch.no_grad():
+        plain.view_transform.absent.normal_()                 # not zeros, which a ReLU output can be
+    missing, unexpected = marked.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["view_transform.completed"] and not unexpected
+    assert not marked.view_transform.completed.any()          # zero at first: a loaded model is unchanged
+    with torch.no_grad():
+        marked.view_transform.completed.normal_()
+    rig = cfg_plain.load_rig()
+    calibration = rig.calibration(2)
+    features = camera_features(rig)
+    none_left_out = torch.zeros(2, rig.num_cameras, dtype=torch.bool)
+    completed = none_left_out.clone()
+    completed[0, 4] = True               # sample 0: the rear-left camera (crashed) completed; sample 1: none
+    with torch.no_grad():
+        expected = plain.view_transform(features, none_left_out, calibration)
+        got = marked.view_transform(features, none_left_out, calibration, None, completed)
+        without_camera = plain.view_transform(features, completed, calibration)   # the camera left out
+    # The cells only that camera sees: those that become "absent" without it.
+    blind = (without_camera[0] == plain.view_transform.absent[0]).all(0) \
+        & ~(expected[0] == plain.view_transform.absent[0]).all(0)
+    assert 0 < int(blind.sum()) < blind.numel()
+    torch.testing.assert_close(got[0][:, blind], expected[0][:, blind] + marked.view_transform.completed[0, :, 0],
+                               rtol=0, atol=1e-6)
+    assert torch.equal(got[0][:, ~blind], expected[0][:, ~blind])
+    assert torch.equal(got[1], expected[1])

@@ -58,3 +58,32 @@ def test_evidence_counts_frames_back_to_a_heading_a_live_camera_saw():
     assert with_evidence == [outside, clean_preds[0]]
     whole_arc = oracle_predictions(fault, clean, blind_arc(), lambda g: True)
     assert whole_arc == [outside, clean_preds[0], clean_preds[1]]
+
+
+def test_crash_recall_counts_found_boxes_by_region_and_range():
+    """bench/crash_recall.py: a box is found by a detection of its class at or above the
+    operating score within 2 m; regions from the rig (blind arc 111-150 deg under crash2)."""
+    from crash_recall import REGIONS, recall_table, regions_of_rig
+
+    regions = regions_of_rig("default7")
+    assert np.flatnonzero(regions == 0).tolist() == list(range(111, 151))
+    assert REGIONS[regions[0]] == "crashed + live camera"           # the front-wide camera crashed, the tele sees on
+    assert REGIONS[regions[270]] == "live cameras only"             # right side: no crashed camera looks there
+
+    def at(heading_deg: float, distance: float) -> np.ndarray:
+        rad = np.radians(heading_deg)
+        return box(distance * np.cos(rad), distance * np.sin(rad))
+
+    gts = {"s/0": [Detection("s/0", at(130, 10), 0), Detection("s/0", at(130, 25), 0),
+                   Detection("s/0", at(270, 10), 0)],
+           "s/1": [Detection("s/1", at(130, 10), 0)]}
+    clean = [Detection("s/0", at(130, 10) + [1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, 0.9),   # 1 m off: found
+             Detection("s/0", at(130, 25), 1, 0.9),                                       # other class: not
+             Detection("s/0", at(270, 10), 0, 0.9), Detection("s/1", at(130, 10), 0, 0.5)]
+    crash = [Detection("s/0", at(130, 10), 0, 0.2),                                       # below 0.3: not
+             Detection("s/0", at(270, 10), 0, 0.3), Detection("s/1", at(130, 13), 0, 0.9)]  # 3 m off: not
+    table = recall_table(gts, {"clean": clean, "crash2": crash}, regions)
+    assert table["blind arc", "< 20 m"] == {"boxes": 2, "clean recall": 1.0, "crash2 recall": 0.0}
+    assert table["blind arc", "20-35 m"] == {"boxes": 1, "clean recall": 0.0, "crash2 recall": 0.0}
+    assert table["live cameras only", "all"] == {"boxes": 1, "clean recall": 1.0, "crash2 recall": 1.0}
+    assert table["all", "all"] == {"boxes": 4, "clean recall": 0.75, "crash2 recall": 0.25}

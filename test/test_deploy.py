@@ -150,14 +150,20 @@ def test_padded_points_change_nothing(tiny):
         torch.testing.assert_close(padded(larger, larger_valid), padded(points, valid), atol=1e-6, rtol=0)
 
 
-@pytest.fixture(params=[False, True], ids=["completed_averaged", "completed_in_gaps"])
+@pytest.fixture(params=["averaged", "in_gaps", "marked"], ids=["completed_averaged", "completed_in_gaps",
+                                                                 "completed_marked"])
 def completed_in_gaps(request, tiny):
-    """The shipped model as trained, and with completed cameras only in the live cameras' gaps."""
+    """The shipped model as trained, with completed cameras only in the live cameras' gaps, and
+    with a (random) learned vector on the cells only completed cameras see."""
     model, _ = tiny
-    saved = model.completed_cameras_in_gaps_only
-    model.completed_cameras_in_gaps_only = request.param
+    saved = model.completed_cameras_in_gaps_only, model.view_transform.completed
+    model.completed_cameras_in_gaps_only = request.param == "in_gaps"
+    if request.param == "marked":
+        generator = torch.Generator().manual_seed(5)
+        model.view_transform.completed = torch.nn.Parameter(
+            torch.randn(1, model.view_transform.output[0].out_channels, 1, 1, generator=generator))
     yield request.param
-    model.completed_cameras_in_gaps_only = saved
+    model.completed_cameras_in_gaps_only, model.view_transform.completed = saved
 
 
 def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny, completed_in_gaps):

@@ -117,6 +117,10 @@ def test_parameter_groups_scale_learning_rates_by_module():
     assert by_id[id(model.camera_branch.backbone.fpn.extra.weight)] == pytest.approx(5e-4)
     assert by_id[id(model.head.query_embedding.weight)] == pytest.approx(1e-3)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    single = parameter_groups(model, 1e-3, {"head.query_embedding.weight": 30.0})    # one parameter
+    by_id = {id(p): g["lr"] for g in single for p in g["params"]}
+    assert by_id[id(model.head.query_embedding.weight)] == pytest.approx(3e-2)
+    assert by_id[id(model.camera_branch.backbone.resnet.conv1.weight)] == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="not a module"):
         parameter_groups(model, 1e-3, {"backbone": 0.1})
 

@@ -82,7 +82,7 @@ class FixedShapeDetector(nn.Module):
         view = model.view_transform
         maps = [view.sample_bev([camera["features"][level] for level in model.view_levels], excluded,
                                 scale_intrinsics(intrinsics, 1.0 / view.stride),
-                                affine_inverse(cam2ego), gap_only)]
+                                affine_inverse(cam2ego), gap_only, cam_mask & camera["completed_cameras"])]
         if self.lidar is not None:
             maps.append(self.lidar(frame["points"], frame["points_valid"]))
         tokens = model.neck(model.fuser(maps))["tokens"]

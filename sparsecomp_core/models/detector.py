@@ -78,7 +78,7 @@ class SparseCompDetector(nn.Module):
                                     inputs.ego_trajectory, teacher)
         excluded, gap_only = self.view_camera_masks(inputs.cam_mask, camera["completed_cameras"])
         maps = [self.view_transform([camera["features"][level] for level in self.view_levels], excluded,
-                                    inputs.calibration, gap_only)]
+                                    inputs.calibration, gap_only, inputs.cam_mask & camera["completed_cameras"])]
         if self.lidar is not None:
             clouds = inputs.lidar_points
             if clouds is None:   # LiDAR configured but absent this frame: an empty sweep
@@ -145,7 +145,8 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     view_levels = (vt.feature_level, *vt.extra_levels)
     view_transform = CameraViewTransform(grid, cfg.backbone.out_channels, cfg.bev_channels,
                                          camera_branch.backbone.strides[vt.feature_level], tuple(vt.heights),
-                                         vt.points_per_height, vt.max_offset_px, len(view_levels), vt.absent_embedding)
+                                         vt.points_per_height, vt.max_offset_px, len(view_levels), vt.absent_embedding,
+                                         vt.completed_embedding)
     lidar = None
     if cfg.lidar.enable:
         lidar = LidarBranch(grid, cfg.bev_channels, cfg.lidar.pillar_channels, cfg.lidar.backbone_channels,

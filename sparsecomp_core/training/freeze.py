@@ -51,8 +51,10 @@ def parameter_groups(model: nn.Module, base_lr: float, lr_scales: dict[str, floa
                      weight_decay: float = 0.0) -> list[dict]:
     """Optimizer groups: each parameter takes the scale of the longest module
     name in ``lr_scales`` that contains it (1.0 otherwise)."""
+    parameters = dict(model.named_parameters())
     for name in lr_scales:
-        _module(model, name)
+        if name not in parameters:       # a single parameter may take its own scale too
+            _module(model, name)
     groups: dict[float, list] = {}
     for param_name, parameter in model.named_parameters():
         matches = [n for n in lr_scales if param_name == n or param_name.startswith(n + ".")]

@@ -39,6 +39,12 @@ class ViewTransformConfig:
     # missing camera input looks the same in training and inference whatever
     # the batch norm statistics (docs/model.md, "Sensor dropout").
     absent_embedding: bool = False
+    # True: BEV cells that only completed cameras see (no live one: a crashed
+    # camera's blind arc) get a learned vector added after the output block, so
+    # the fuser can tell completed content from a live view and lean on the
+    # LiDAR there; zero at first, so a model trained without it is unchanged
+    # (docs/data_training_evaluation.md, "Where crash2 loses objects").
+    completed_embedding: bool = False
 
     def __post_init__(self) -> None:
         levels = (self.feature_level, *self.extra_levels)
@@ -50,7 +56,8 @@ class ViewTransformConfig:
 class CameraViewTransform(nn.Module):
     """forward(features: [B, V, C, h, w] or a list of ``num_levels`` such maps
     (main level first, then coarser levels of the same images), cam_mask
-    [B, V] (cameras left out), calibration, gap_only [B, V] or None) -> BEV
+    [B, V] (cameras left out), calibration, gap_only [B, V] or None,
+    completed [B, V] or None) -> BEV
     [B, C_bev, H, W].
 
     Every cell has learnable query features; from them a 1x1 conv predicts,
@@ -65,14 +72,18 @@ class CameraViewTransform(nn.Module):
     With ``absent_embedding`` a cell that no such camera sees is, after the
     output block, a learned vector [C_bev] instead of the output of zeros
     (which depends on the batch norm's statistics, so differs between a
-    training batch and inference). Cameras are processed one at a time to
+    training batch and inference). With ``completed_embedding`` a cell that
+    cameras see but only ``completed`` ones ([B, V]: failed cameras whose
+    features the cascade completed) gets a learned vector [C_bev] added after
+    the output block. Cameras are processed one at a time to
     bound memory. Levels are sampled at the same normalised image position,
     so each must cover the whole image.
     """
 
     def __init__(self, grid: BEVGrid, in_channels: int, out_channels: int, stride: int,
                  heights: tuple[float, ...] = (0.0, 0.8, 1.6, 2.4), points_per_height: int = 2,
-                 max_offset_px: float = 4.0, num_levels: int = 1, absent_embedding: bool = False):
+                 max_offset_px: float = 4.0, num_levels: int = 1, absent_embedding: bool = False,
+                 completed_embedding: bool = False):
         super().__init__()
         self.grid, self.stride, self.max_offset_px = grid, stride, max_offset_px
         self.register_buffer("heights", torch.tensor(heights, dtype=torch.float32), persistent=False)
@@ -88,21 +99,24 @@ class CameraViewTransform(nn.Module):
         self.output = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
                                     nn.ReLU(inplace=True))
         self.absent = nn.Parameter(torch.zeros(1, out_channels, 1, 1)) if absent_embedding else None
+        self.completed = nn.Parameter(torch.zeros(1, out_channels, 1, 1)) if completed_embedding else None
 
     def forward(self, features: Tensor | list[Tensor], cam_mask: Tensor, calibration: Calibration,
-                gap_only: Tensor | None = None) -> Tensor:
+                gap_only: Tensor | None = None, completed: Tensor | None = None) -> Tensor:
         levels = [features] if isinstance(features, Tensor) else list(features)
         if len(levels) != self.num_levels:
             raise ValueError(f"view transform built for {self.num_levels} feature levels, got {len(levels)}")
         return self.sample_bev(levels, cam_mask, calibration.at_stride(self.stride), torch.linalg.inv(calibration.cam2ego),
-                               gap_only)
+                               gap_only, completed)
 
     def sample_bev(self, levels: list[Tensor], cam_mask: Tensor, intrinsics: Tensor, ego2cam: Tensor,
-                   gap_only: Tensor | None = None) -> Tensor:
+                   gap_only: Tensor | None = None, completed: Tensor | None = None) -> Tensor:
         """``forward`` from the main level's intrinsics [B, V, 3, 3] (at ``stride``) and
         ego2cam = inv(cam2ego) [B, V, 4, 4] (the fixed-shape path inverts in closed form)."""
         if gap_only is None:
             gap_only = torch.zeros_like(cam_mask)
+        if completed is None:
+            completed = torch.zeros_like(cam_mask)
         batch, cameras, channels, feat_h, feat_w = levels[0].shape
         height, width = self.grid.shape
         cells = height * width
@@ -117,6 +131,7 @@ class CameraViewTransform(nn.Module):
         count = levels[0].new_zeros(batch, 1, cells)
         gap_total = levels[0].new_zeros(batch, channels, cells)     # the gap-only cameras' sums
         gap_count = levels[0].new_zeros(batch, 1, cells)
+        real_count = levels[0].new_zeros(batch, 1, cells)            # usable cameras that are not completed
         for cam in range(cameras):
             pixels, in_front = project_points(intrinsics[:, cam, None], transform_points(ego2cam[:, cam, None], points[None]))
             pixels = pixels.reshape(batch, cells, -1, 1, 2).expand(-1, -1, -1, self.points_per_height, -1)
@@ -137,9 +152,13 @@ class CameraViewTransform(nn.Module):
             count = count + live[:, None].to(count.dtype)
             gap_total = gap_total + camera_sum * gap[:, None]
             gap_count = gap_count + gap[:, None].to(count.dtype)
+            real_count = real_count + (usable & ~completed[:, cam, None])[:, None].to(count.dtype)
         mean = torch.where(count > 0, total / count.clamp(min=1.0), gap_total / gap_count.clamp(min=1.0))
         bev = self.output(mean.reshape(batch, channels, height, width))
+        seen = (count + gap_count).reshape(batch, 1, height, width) > 0
+        if self.completed is not None:
+            only_completed = seen & (real_count.reshape(batch, 1, height, width) == 0)
+            bev = bev + only_completed.to(bev.dtype) * self.completed.to(bev.dtype)
         if self.absent is None:
             return bev
-        seen = (count + gap_count).reshape(batch, 1, height, width) > 0
         return torch.where(seen, bev, self.absent.to(bev.dtype))
