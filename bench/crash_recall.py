@@ -11,11 +11,12 @@ live camera sees it), the arcs a crashed camera shares with a live one, and the 
 crashed camera sees; ranges: under 20 m, 20-35 m, 35 m and beyond.
 
     python bench/crash_recall.py --checkpoints models/tiny_default.pt [more.pt ...] \\
-        [--seeds 29 31 ...] [--cache outputs/seed_sets_cache] [--name crash_recall]
+        [--seeds 29 31 ...] [--fault-pass crash2/full] [--cache outputs/seed_sets_cache] [--name crash_recall]
 
-Every (model, set) must be in the cache with its clean/full and crash2/full passes (run
-``scripts/check_sets.sh`` on the models first). Writes bench/results/<name>-<cpu|gpu>.json
-and prints a Markdown table.
+Every (model, set) must be in the cache with its clean/full pass and the fault pass
+(``scripts/check_sets.sh`` runs crash2/full; another variant, e.g. crash2/none, the
+camera path without completion: ``bench/seed_sets.py --passes clean/full crash2/none``).
+Writes bench/results/<name>-<cpu|gpu>.json and prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=CHECK_AND_CONFIRM_SEEDS)
     parser.add_argument("--cache", default="outputs/seed_sets_cache")
+    parser.add_argument("--fault-pass", default="crash2/full", help="crash2/<variant> to compare with clean/full")
     parser.add_argument("--rig", default="default7")
     parser.add_argument("--name", default="crash_recall")
     args = parser.parse_args()
@@ -109,7 +111,7 @@ def main() -> None:
             set_gts, clean = load_pass(args.cache, digest, version, "clean/full")
             gts.update(set_gts)
             runs["clean"] += clean
-            runs["crash2"] += load_pass(args.cache, digest, version, "crash2/full")[1]
+            runs["crash2"] += load_pass(args.cache, digest, version, args.fault_pass)[1]
         table = recall_table(gts, runs, regions)
         results[checkpoint] = {"sha1_16": digest, "rows": [{"region": r, "range": s, **table[r, s]}
                                                             for r, s in [("all", "all"), *order] if (r, s) in table]}
@@ -117,7 +119,8 @@ def main() -> None:
             rows.append({"model": Path(checkpoint).name, "region": row["region"], "range": row["range"],
                          "boxes": row["boxes"], "clean": row["clean recall"], "crash2": row["crash2 recall"],
                          "crash2 / clean": row["crash2 recall"] / max(row["clean recall"], 1e-9)})
-    path = write_result(args.name, {"seeds": args.seeds, "operating_threshold": OPERATING_SCORE_THRESHOLD,
+    path = write_result(args.name, {"seeds": args.seeds, "fault_pass": args.fault_pass,
+                                    "operating_threshold": OPERATING_SCORE_THRESHOLD,
                                     "blind_arc_degrees": np.flatnonzero(regions == 0).tolist(), "models": results})
     print(markdown_table(rows, "model"))
     print(f"wrote {path}")
