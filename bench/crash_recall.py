@@ -32,14 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_result  # noqa: E402
 from crash_sectors import covered_headings, heading  # noqa: E402
-from seed_sets import cache_path, file_digest  # noqa: E402
+from seed_sets import cache_path, check_set_seeds, file_digest  # noqa: E402
 
 from sparsecomp_core.evaluation.evaluate import standard_conditions  # noqa: E402
 from sparsecomp_core.evaluation.metrics import frame_matches  # noqa: E402
 from sparsecomp_core.evaluation.tracking_metrics import OPERATING_SCORE_THRESHOLD  # noqa: E402
 from sparsecomp_core.rig import load_rig  # noqa: E402
 
-CHECK_AND_CONFIRM_SEEDS = [29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109]
 RANGES = ((0.0, 20.0, "< 20 m"), (20.0, 35.0, "20-35 m"), (35.0, math.inf, ">= 35 m"))
 REGIONS = ("blind arc", "crashed + live camera", "live cameras only")
 
@@ -94,7 +93,8 @@ def load_pass(cache: str, digest: str, version: str, pass_name: str) -> tuple[di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoints", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=CHECK_AND_CONFIRM_SEEDS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=check_set_seeds(),
+                        help="default: the check and confirmation sets of scripts/check_sets.sh")
     parser.add_argument("--cache", default="outputs/seed_sets_cache")
     parser.add_argument("--fault-pass", default="crash2/full", help="crash2/<variant> to compare with clean/full")
     parser.add_argument("--rig", default="default7")

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import pickle
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
@@ -49,6 +50,15 @@ REPORT_KEYS = ("mAP", "NDS", "mATE", "mAVE", "id_switches")
 # What a pass keeps of its report (the id figures at the node's threshold, OPERATING_SCORE_THRESHOLD).
 FIGURE_KEYS = {*REPORT_KEYS, "id_switches_per_100_gt", "car_median_id_keep_fraction"}
 DEFAULT_PASSES = ("clean/full", "crash2/full", "frame_lost/full", "clean/no_lidar")
+
+
+def check_set_seeds(which: str = "both") -> list[int]:
+    """The seeds of the check sets ("check"), the confirmation sets ("confirm") or both, as
+    scripts/check_sets.sh lists them (CHECK_SEEDS, CONFIRM_SEEDS)."""
+    script = (Path(__file__).resolve().parent.parent / "scripts" / "check_sets.sh").read_text()
+    names = {"check": ["CHECK"], "confirm": ["CONFIRM"], "both": ["CHECK", "CONFIRM"]}[which]
+    return [int(seed) for name in names
+            for seed in re.search(rf"^{name}_SEEDS=\(([\d ]+)\)$", script, flags=re.MULTILINE).group(1).split()]
 
 
 def file_digest(path: str) -> str:

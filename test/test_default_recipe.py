@@ -7,6 +7,7 @@ exports is its last stage or an average of stages it trains (and of averages of 
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
@@ -18,10 +19,10 @@ from sparsecomp_core.training.train import TrainConfig
 SCRIPT = REPO_ROOT / "scripts" / "train_default.sh"
 # v1.0-synthetic-val (every reported number), v1.0-synthetic-tune, and the sets recipes are chosen and
 # confirmed on (scripts/check_sets.sh's CHECK_SEEDS and CONFIRM_SEEDS)
-CHECK_SETS_SEEDS = {int(seed) for seeds in re.findall(r"^(?:CHECK|CONFIRM)_SEEDS=\(([\d ]+)\)$",
-                                                       (REPO_ROOT / "scripts" / "check_sets.sh").read_text(),
-                                                       flags=re.MULTILINE)
-                    for seed in seeds.split()}
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from seed_sets import check_set_seeds  # noqa: E402
+
+CHECK_SETS_SEEDS = set(check_set_seeds())
 HELD_OUT_SEEDS = {2, 3} | CHECK_SETS_SEEDS
 
 

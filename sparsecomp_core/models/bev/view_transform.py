@@ -153,7 +153,8 @@ class CameraViewTransform(nn.Module):
             count = count + live[:, None].to(count.dtype)
             gap_total = gap_total + camera_sum * gap[:, None]
             gap_count = gap_count + gap[:, None].to(count.dtype)
-            real_count = real_count + (usable & ~completed[:, cam, None])[:, None].to(count.dtype)
+            if self.completed is not None:
+                real_count = real_count + (usable & ~completed[:, cam, None])[:, None].to(count.dtype)
         mean = torch.where(count > 0, total / count.clamp(min=1.0), gap_total / gap_count.clamp(min=1.0))
         bev = self.output(mean.reshape(batch, channels, height, width))
         seen = (count + gap_count).reshape(batch, 1, height, width) > 0
