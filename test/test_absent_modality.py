@@ -139,8 +139,7 @@ def test_cells_only_completed_cameras_see_take_the_completed_vector_and_no_other
     """A camera whose features were completed (a crashed one) is used like a live one, but the
     cells no live camera sees (its blind arc) get the learned "completed" vector added; every
     other cell is bit-identical, and with no completed camera nothing changes."""
-    cfg_plain = micro_config(lidar={**MICRO["lidar"], "enable": False}, **{k: v for k, v in ABSENT.items()
-                                                                          if k == "view_transform"})
+    cfg_plain = micro_config(lidar={**MICRO["lidar"], "enable": False}, view_transform=ABSENT["view_transform"])
     cfg_marked = micro_config(lidar={**MICRO["lidar"], "enable": False},
                               view_transform={**ABSENT["view_transform"], "completed_embedding": True})
     torch.manual_seed(0)

@@ -152,7 +152,7 @@ def test_padded_points_change_nothing(tiny):
 
 @pytest.fixture(params=["averaged", "in_gaps", "marked"], ids=["completed_averaged", "completed_in_gaps",
                                                                  "completed_marked"])
-def completed_in_gaps(request, tiny):
+def completed_cameras_mode(request, tiny):
     """The shipped model as trained, with completed cameras only in the live cameras' gaps, and
     with a (random) learned vector on the cells only completed cameras see."""
     model, _ = tiny
@@ -166,7 +166,7 @@ def completed_in_gaps(request, tiny):
     model.completed_cameras_in_gaps_only, model.view_transform.completed = saved
 
 
-def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny, completed_in_gaps):
+def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny, completed_cameras_mode):
     """Batch of 2 streams, 8 frames, the state fed back on both paths: failed cameras
     change every frame, LiDAR is off in one frame, stream 2 starts a new sequence."""
     model, cfg = tiny

@@ -78,11 +78,11 @@ class FixedShapeDetector(nn.Module):
         importance = [frame[f"importance_{level}"] for level in range(len(features)) if f"importance_{level}" in frame]
         camera = self.cascade(features, cam_mask, intrinsics, cam2ego, ego2global, timestamp_us,
                               frame["sequence_changed"], frame["key_cameras"], importance, state)
-        excluded, gap_only = model.view_camera_masks(cam_mask, camera["completed_cameras"])
+        excluded, gap_only, completed = model.view_camera_masks(cam_mask, camera["completed_cameras"])
         view = model.view_transform
         maps = [view.sample_bev([camera["features"][level] for level in model.view_levels], excluded,
                                 scale_intrinsics(intrinsics, 1.0 / view.stride),
-                                affine_inverse(cam2ego), gap_only, cam_mask & camera["completed_cameras"])]
+                                affine_inverse(cam2ego), gap_only, completed)]
         if self.lidar is not None:
             maps.append(self.lidar(frame["points"], frame["points_valid"]))
         tokens = model.neck(model.fuser(maps))["tokens"]

@@ -76,9 +76,9 @@ class SparseCompDetector(nn.Module):
         camera = self.camera_branch(self.normalise_images(inputs.images), inputs.cam_mask, inputs.calibration,
                                     inputs.ego2global, inputs.timestamp_us, state.cascade, inputs.sequence_ids,
                                     inputs.ego_trajectory, teacher)
-        excluded, gap_only = self.view_camera_masks(inputs.cam_mask, camera["completed_cameras"])
+        excluded, gap_only, completed = self.view_camera_masks(inputs.cam_mask, camera["completed_cameras"])
         maps = [self.view_transform([camera["features"][level] for level in self.view_levels], excluded,
-                                    inputs.calibration, gap_only, inputs.cam_mask & camera["completed_cameras"])]
+                                    inputs.calibration, gap_only, completed)]
         if self.lidar is not None:
             clouds = inputs.lidar_points
             if clouds is None:   # LiDAR configured but absent this frame: an empty sweep
@@ -93,13 +93,15 @@ class SparseCompDetector(nn.Module):
             outputs["losses"] = {**camera["losses"], **self.loss(outputs, self.targets_in_range(targets))}
         return outputs
 
-    def view_camera_masks(self, cam_mask: Tensor, completed: Tensor) -> tuple[Tensor, Tensor | None]:
+    def view_camera_masks(self, cam_mask: Tensor, completed: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
         """cam_mask, completed_cameras [B, V] bool -> (cameras the view transform leaves out,
-        cameras it uses only where no live camera sees, or None)."""
+        cameras it uses only where no live camera sees, or None, failed cameras whose features
+        were completed: the view transform's ``completed``)."""
+        completed_failed = cam_mask & completed
         if not self.use_completed_cameras:
-            return cam_mask, None
-        gap_only = cam_mask & completed if self.completed_cameras_in_gaps_only else None
-        return cam_mask & ~completed, gap_only
+            return cam_mask, None, completed_failed
+        gap_only = completed_failed if self.completed_cameras_in_gaps_only else None
+        return cam_mask & ~completed, gap_only, completed_failed
 
     def targets_in_range(self, targets: list[dict]) -> list[dict]:
         """Targets without the boxes whose centre lies outside the BEV grid: the
