@@ -49,3 +49,35 @@ def test_averaged_checkpoints_load_as_a_detector_with_the_mean_weights(tmp_path)
     torch.testing.assert_close(model.state_dict()[name], (first[name] + second[name]) / 2)
     assert torch.load(out, weights_only=True)["averaged_from"] == [str(p) for p in paths]
     assert to_dict(loaded_cfg) == to_dict(cfg)
+
+
+def test_a_tensor_only_some_inputs_hold_counts_as_zeros_only_when_asked():
+    marked = {"weight": torch.tensor([1.0, 2.0]), "completed": torch.tensor([4.0, -2.0]), "batches": torch.tensor(7)}
+    plain = {"weight": torch.tensor([3.0, 6.0]), "batches": torch.tensor(7)}
+    with pytest.raises(ValueError, match="other tensors"):
+        average_state_dicts([marked, plain])
+    mean = average_state_dicts([marked, plain], missing_as_zero=True)
+    assert torch.equal(mean["completed"], torch.tensor([2.0, -1.0]))     # (4 + 0) / 2, (-2 + 0) / 2
+    assert torch.equal(mean["weight"], torch.tensor([2.0, 4.0]))
+    with pytest.raises(ValueError, match="not floating point"):            # a counter has no neutral value
+        average_state_dicts([marked, {"weight": torch.zeros(2)}], missing_as_zero=True)
+
+
+def test_a_soup_with_a_model_lacking_the_completed_vector_keeps_the_marked_config(tmp_path):
+    marked_cfg = micro_config()
+    marked_cfg.view_transform.completed_embedding = True
+    plain_cfg = micro_config()
+    torch.manual_seed(0)
+    marked = build_detector(marked_cfg)
+    with torch.no_grad():
+        marked.view_transform.completed.fill_(0.5)
+    torch.manual_seed(1)
+    plain = build_detector(plain_cfg)
+    paths = [tmp_path / "marked.pt", tmp_path / "plain.pt"]
+    torch.save({"model": marked.state_dict(), "model_config": to_dict(marked_cfg)}, paths[0])
+    torch.save({"model": plain.state_dict(), "model_config": to_dict(plain_cfg)}, paths[1])
+    with pytest.raises(ValueError, match="first input must hold every tensor"):
+        average_checkpoints(paths[::-1], tmp_path / "wrong.pt", missing_as_zero=True)
+    model, cfg = load_detector(average_checkpoints(paths, tmp_path / "soup.pt", missing_as_zero=True))
+    assert cfg.view_transform.completed_embedding
+    assert torch.allclose(model.view_transform.completed, torch.full_like(model.view_transform.completed, 0.25))
