@@ -6,7 +6,9 @@
 # 6 and 7 from stage 5 (48 more scenes and more failed cameras; velocity weighed more),
 # averages stages 5, 6 and 7's weights, trains stage 10 from that average with the LiDAR
 # dropped more often, takes the mean of the two, trains stage 12 from that mean with
-# crashed cameras at a small learning rate, and ships the mean of those two; tiny_camera ships its stage 5
+# crashed cameras at a small learning rate, takes the mean of those two, fine-tunes that mean twice
+# (stage 13: a learned vector on the cells only completed cameras see; stage 14: every
+# camera failed in a fifth of the streams) and ships the mean of those two; tiny_camera ships its stage 5
 # (2000 more steps with crashed cameras, completed cameras only in the live cameras' gaps). Stage 4 of
 # tiny starts its camera path from tiny_camera's stage 4, so
 # tiny first trains tiny_camera (the same script) when that result is missing.
@@ -24,7 +26,7 @@
 # otherwise idle CPU cores per model (0.6-1.4 s per step; stage 3 about 20 min, stages 4
 # and 5 about 30 min each (tiny_camera's stage 5: 2000 steps, about 33 min at one thread
 # beside another training); tiny also needs tiny_camera's stage 4, and its stages 6, 7,
-# 10 and 12 take about 40, 20, 15 and 35 min more), plus about 70 min to generate the data;
+# 10, 12, 13 and 14 take about 40, 20, 15, 35, 35 and 35 min more), plus about 70 min to generate the data;
 # on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
@@ -63,7 +65,8 @@ average() {  # <name> <stage>...: the mean of those stages' weights (training/av
   shift
   for input in "$@"; do inputs+=("checkpoints/${MODEL}_${input}/model.pt"); done
   if [[ ! -f "$out" ]]; then
-    python -m sparsecomp_core.training.average_weights --out "$out" "${inputs[@]}"
+    # --missing-as-zero: stage 13's vector, which starts at zero, is zeros in stage 14
+    python -m sparsecomp_core.training.average_weights --missing-as-zero --out "$out" "${inputs[@]}"
   fi
 }
 
@@ -93,7 +96,10 @@ if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_
   average stage10_mean averaged stage10
   stage stage12                 # from that mean: crashed cameras, a third of stage 11's learning rate
   average shipped stage10_mean stage12
-  FINAL=shipped
+  stage stage13                 # from that mean: the completed-cells vector (tiny_marked), crashed cameras
+  stage stage14                 # from that mean too: every camera failed in 20 % of the streams
+  average soup13_14 stage13 stage14
+  FINAL=soup13_14
 fi
 
 RESULT="checkpoints/${MODEL}_default.pt"

@@ -1,6 +1,7 @@
 """scripts/train_default.sh reproduces the shipped models from nothing: its stage configs
-chain (each stage starts from the previous one's result; stages that are averaged start
-from the first of them, which may itself be an average), train the model they are named
+chain (each stage starts from what the script made just before it, a stage or an average;
+stages that are averaged start from the first of them, which may itself be an average, or
+where it started), train the model they are named
 after (or a model config based on it, which switches an option on for a later stage), and
 train only on data the script generates with seeds other than the held-out ones; what it
 exports is its last stage or an average of stages it trains (and of averages of them)."""
@@ -30,22 +31,27 @@ def test_the_check_and_confirmation_seeds_are_read_from_check_sets():
     assert len(CHECK_SETS_SEEDS) == 20 and {29, 67, 71, 109} <= CHECK_SETS_SEEDS
 
 
-def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]]]:
+def script_stages(model: str) -> tuple[list[str], str, dict[str, list[str]], list[str]]:
     """The stages the script trains for ``model`` (every model's, then those of its
-    ``if [[ $MODEL == <model> ]]`` block), the one it exports (FINAL) and its averages
-    (``average <name> <input>...``: name -> its inputs, stages or averages made before it)."""
+    ``if [[ $MODEL == <model> ]]`` block), the one it exports (FINAL), its averages
+    (``average <name> <input>...``: name -> its inputs, stages or averages made before it)
+    and what it makes, stages and averages, in the order it makes them."""
     text = SCRIPT.read_text()
     stages = re.findall(r"^stage (stage\d+)\b", text, flags=re.MULTILINE)
+    made = list(stages)
     final = re.findall(r"^FINAL=(\w+)$", text, flags=re.MULTILINE)
     averages = {}
     for block_model, block in re.findall(r"^if \[\[ \$MODEL == (\w+) \]\]; then.*?\n(.*?)^fi$", text,
                                          flags=re.MULTILINE | re.DOTALL):
         if block_model == model:
-            stages += re.findall(r"^  stage (stage\d+)\b", block, flags=re.MULTILINE)
+            for kind, name, inputs in re.findall(r"^  (stage|average) (\w+)((?: \w+)*)", block, flags=re.MULTILINE):
+                made.append(name)
+                if kind == "stage":
+                    stages.append(name)
+                else:
+                    averages[name] = inputs.split()
             final += re.findall(r"^  FINAL=(\w+)$", block, flags=re.MULTILINE)
-            averages.update({name: inputs.split() for name, inputs in
-                             re.findall(r"^  average (\w+) ((?:\w+ ?)+)$", block, flags=re.MULTILINE)})
-    return stages, final[-1], averages
+    return stages, final[-1], averages, made
 
 
 def model_lineage(name: str) -> list[str]:
@@ -61,11 +67,14 @@ def generated_versions() -> dict[str, int]:
 
 @pytest.mark.parametrize("model", ["tiny", "tiny_camera"])
 def test_stages_chain_and_train_on_generated_training_data_only(model):
-    stages, final, averages = script_stages(model)
+    stages, final, averages, made = script_stages(model)
     assert stages[0] == "stage1" and len(stages) >= 2
     versions = generated_versions()
     previous_out = None
+    starts = {}
     for stage in stages:
+        # the script's result just before this stage: the last stage or average it made
+        latest = made[made.index(stage) - 1] if made.index(stage) > 0 else None
         cfg = load_config(TrainConfig, REPO_ROOT / "config" / "train" / f"{model}_{stage}.yaml")
         assert model in model_lineage(cfg.model), f"{stage} trains {cfg.model}, not {model} or a config based on it"
         load_model_config(cfg.model)
@@ -74,11 +83,12 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             assert cfg.init_from is None and cfg.stage == "stage1"
         else:
             branch_of = [inputs[0] for inputs in averages.values() if stage in inputs[1:]]
-            if branch_of:      # averaged stages branch from the first of them (one start: one basin)
-                assert cfg.init_from == f"checkpoints/{model}_{branch_of[0]}/model.pt", \
-                    f"{stage} is averaged with {branch_of[0]} but does not start from it"
+            if branch_of:      # averaged stages share one start (one basin): the first of them, or its start
+                assert cfg.init_from in (f"checkpoints/{model}_{branch_of[0]}/model.pt", starts.get(branch_of[0])), \
+                    f"{stage} is averaged with {branch_of[0]} but starts neither from it nor where it started"
             else:
-                assert cfg.init_from == f"{previous_out}/model.pt", f"{stage} does not start from the stage before it"
+                assert cfg.init_from == f"checkpoints/{model}_{latest}/model.pt", \
+                    f"{stage} does not start from what the script made just before it ({latest})"
             assert cfg.stage == "stage2"
         assert cfg.data_root == "data/synthetic"
         for version in cfg.data_versions:
@@ -91,6 +101,7 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             assert f'-f {source} ]]; then\n  "$SELF" {match.group(1)}' in SCRIPT.read_text(), \
                 f"{stage} takes {module} from {source}, which the script does not train before it"
         previous_out = cfg.out_dir
+        starts[stage] = cfg.init_from
     assert '"checkpoints/${MODEL}_${FINAL}/model.pt"' in SCRIPT.read_text()
     names = list(averages)
     for index, (name, inputs) in enumerate(averages.items()):   # trained stages or averages made before it
