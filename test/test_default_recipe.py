@@ -70,7 +70,6 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
     stages, final, averages, made = script_stages(model)
     assert stages[0] == "stage1" and len(stages) >= 2
     versions = generated_versions()
-    previous_out = None
     starts = {}
     for stage in stages:
         # the script's result just before this stage: the last stage or average it made
@@ -79,7 +78,7 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
         assert model in model_lineage(cfg.model), f"{stage} trains {cfg.model}, not {model} or a config based on it"
         load_model_config(cfg.model)
         assert cfg.out_dir == f"checkpoints/{model}_{stage}"
-        if previous_out is None:
+        if latest is None:
             assert cfg.init_from is None and cfg.stage == "stage1"
         else:
             branch_of = [inputs[0] for inputs in averages.values() if stage in inputs[1:]]
@@ -100,7 +99,6 @@ def test_stages_chain_and_train_on_generated_training_data_only(model):
             assert match and match.group(1) != model and match.group(2) in stages, f"{stage}: {module} from {source}"
             assert f'-f {source} ]]; then\n  "$SELF" {match.group(1)}' in SCRIPT.read_text(), \
                 f"{stage} takes {module} from {source}, which the script does not train before it"
-        previous_out = cfg.out_dir
         starts[stage] = cfg.init_from
     assert '"checkpoints/${MODEL}_${FINAL}/model.pt"' in SCRIPT.read_text()
     names = list(averages)

@@ -153,8 +153,9 @@ def test_padded_points_change_nothing(tiny):
 @pytest.fixture(params=["averaged", "in_gaps", "marked"], ids=["completed_averaged", "completed_in_gaps",
                                                                  "completed_marked"])
 def completed_cameras_mode(request, tiny):
-    """The shipped model as trained, with completed cameras only in the live cameras' gaps, and
-    with a (random) learned vector on the cells only completed cameras see."""
+    """The shipped model as trained (its learned vector on the cells only completed cameras see
+    included), with completed cameras only in the live cameras' gaps, and with a random vector
+    in place of the learned one."""
     model, _ = tiny
     saved = model.completed_cameras_in_gaps_only, model.view_transform.completed
     model.completed_cameras_in_gaps_only = request.param == "in_gaps"
