@@ -8,7 +8,9 @@
 # dropped more often, takes the mean of the two, trains stage 12 from that mean with
 # crashed cameras at a small learning rate, takes the mean of those two, fine-tunes that mean twice
 # (stage 13: a learned vector on the cells only completed cameras see; stage 14: every
-# camera failed in a fifth of the streams) and ships the mean of those two; tiny_camera ships its stage 5
+# camera failed in a fifth of the streams), takes the mean of those two, fine-tunes it with
+# the LiDAR on in more streams and crashes in most (stage 15) and ships the mean of that
+# mean and stage 15; tiny_camera ships its stage 5
 # (2000 more steps with crashed cameras, completed cameras only in the live cameras' gaps). Stage 4 of
 # tiny starts its camera path from tiny_camera's stage 4, so
 # tiny first trains tiny_camera (the same script) when that result is missing.
@@ -26,7 +28,7 @@
 # otherwise idle CPU cores per model (0.6-1.4 s per step; stage 3 about 20 min, stages 4
 # and 5 about 30 min each (tiny_camera's stage 5: 2000 steps, about 33 min at one thread
 # beside another training); tiny also needs tiny_camera's stage 4, and its stages 6, 7,
-# 10, 12, 13 and 14 take about 40, 20, 15, 35, 35 and 35 min more), plus about 70 min to generate the data;
+# 10, 12, 13, 14 and 15 take about 40, 20, 15, 35, 35, 35 and 35 min more), plus about 70 min to generate the data;
 # on a machine busy with other work,
 # OMP_NUM_THREADS=1 keeps a step near 2.6 s instead of 8-20 s.
 set -euo pipefail
@@ -99,7 +101,9 @@ if [[ $MODEL == tiny ]]; then   # the fused model trains on (docs/data_training_
   stage stage13                 # from that mean: the completed-cells vector (tiny_marked), crashed cameras
   stage stage14                 # from that mean too: every camera failed in 20 % of the streams
   average soup13_14 stage13 stage14
-  FINAL=soup13_14
+  stage stage15                 # from that mean: LiDAR on in more streams, crashes in 80 % of them
+  average soup15 soup13_14 stage15
+  FINAL=soup15
 fi
 
 RESULT="checkpoints/${MODEL}_default.pt"
