@@ -28,7 +28,7 @@ def test_the_shipped_model_loads_with_weights_only():
     state = torch.load(SHIPPED, map_location="cpu", weights_only=True)
     assert set(state) == {"model", "model_config"}
     model, cfg = load_detector(SHIPPED, "cpu", expected_cameras=DEFAULT7)
-    # tiny with the completed-cells vector (the mean of stages 13 and 14: scripts/train_default.sh)
+    # tiny with the completed-cells vector (stage 13's, through the means after it: scripts/train_default.sh)
     assert cfg.name == "tiny_marked" and cfg.view_transform.completed_embedding and not model.training
     assert model.view_transform.completed.abs().sum() > 0
     weights = model.state_dict()

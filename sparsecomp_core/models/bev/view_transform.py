@@ -43,8 +43,8 @@ class ViewTransformConfig:
     # camera's blind arc) get a learned vector added after the output block, so
     # the fuser can tell completed content from a live view and lean on the
     # LiDAR there; zero at first, so a model trained without it is unchanged
-    # (on in the shipped tiny_marked model, the mean of stages 13 and 14:
-    # docs/data_training_evaluation.md, "A soup of stages 13 and 14").
+    # (on in the shipped tiny_marked model, which descends from stage 13:
+    # docs/data_training_evaluation.md, "A soup of stages 13 and 14", "Stage 15").
     completed_embedding: bool = False
 
     def __post_init__(self) -> None:
