@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_result  # noqa: E402
 from crash_sectors import covered_headings, heading  # noqa: E402
-from seed_sets import cache_path, check_set_seeds, file_digest  # noqa: E402
+from seed_sets import cache_key, cache_path, check_set_seeds  # noqa: E402
 
 from sparsecomp_core.evaluation.evaluate import standard_conditions  # noqa: E402
 from sparsecomp_core.evaluation.metrics import frame_matches  # noqa: E402
@@ -104,7 +104,7 @@ def main() -> None:
     order = [(region, span) for region in REGIONS for span in ("all", *(label for *_, label in RANGES))]
     results, rows = {}, []
     for checkpoint in args.checkpoints:
-        digest = file_digest(checkpoint)
+        digest = cache_key(checkpoint)
         gts, runs = {}, {"clean": [], "crash2": []}
         for seed in args.seeds:
             version = f"v1.0-synthetic-seed{seed}"
@@ -113,7 +113,7 @@ def main() -> None:
             runs["clean"] += clean
             runs["crash2"] += load_pass(args.cache, digest, version, args.fault_pass)[1]
         table = recall_table(gts, runs, regions)
-        results[checkpoint] = {"sha1_16": digest, "rows": [{"region": r, "range": s, **table[r, s]}
+        results[checkpoint] = {"sha1_16": digest.split("_")[0], "cache_key": digest, "rows": [{"region": r, "range": s, **table[r, s]}
                                                             for r, s in [("all", "all"), *order] if (r, s) in table]}
         for row in results[checkpoint]["rows"]:
             rows.append({"model": Path(checkpoint).name, "region": row["region"], "range": row["range"],

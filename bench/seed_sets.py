@@ -22,9 +22,10 @@ three-scene set meets a target; the pooled row is the best estimate of the figur
 
 ``--jobs`` evaluates that many (model, set) pairs at once, in processes of
 cpu_count / jobs threads each. ``--cache`` keeps each (weights, set, pass) report
-under the hash of the weights file, so a later run with one more candidate
-evaluates only that candidate (the key is the weights, not the code: empty the
-cache after changing the evaluation; it holds pickled detections, our own).
+under the hash of the weights file and of the model config as this code loads it
+(``cache_key``: a new default, such as the blind-zone hold's, is a new key), so a
+later run with one more candidate evaluates only that candidate (empty the cache
+after changing the evaluation code itself; it holds pickled detections, our own).
 Writes bench/results/<name>-<cpu|gpu>.json (after every finished pair, so an
 interrupted run keeps what it had) and prints Markdown tables.
 """
@@ -68,6 +69,17 @@ def file_digest(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def cache_key(path: str) -> str:
+    """The cache key of a model file: its ``file_digest`` and the first 8 hex digits of
+    the SHA-1 of its model config as loaded here, defaults of this code included (the
+    file stores only what it was trained with; the post-processing defaults are the code's)."""
+    from sparsecomp_core.config import to_dict
+    from sparsecomp_core.models.detector import checkpoint_model_config
+
+    config = json.dumps(to_dict(checkpoint_model_config(path)), sort_keys=True, default=str)
+    return f"{file_digest(path)}_{hashlib.sha1(config.encode()).hexdigest()[:8]}"
 
 
 def cache_path(cache: str | None, digest: str, version: str, pass_name: str, max_frames: int | None) -> Path | None:
@@ -229,6 +241,7 @@ def main() -> None:
         if not Path(path).exists():
             parser.error(f"no checkpoint {path}")
     digests = {path: file_digest(path) for path in models}
+    keys = {path: cache_key(path) for path in models}
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     results: dict[str, dict[str, dict]] = {path: {} for path in models}
@@ -265,7 +278,7 @@ def main() -> None:
 
     pairs = [(path, version) for path in models for version in args.versions]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(evaluate_pair, path, digests[path], args.data_root, version, models[path],
+        futures = {pool.submit(evaluate_pair, path, keys[path], args.data_root, version, models[path],
                                args.device, threads, args.cache, args.max_frames, args.pooled): (path, version)
                    for path, version in pairs}
         for future in as_completed(futures):

@@ -87,7 +87,7 @@ def check_against_eager(model: SparseCompDetector, directory: Path, frames: int)
     sidecar = runner.sidecar
     worst = {name: 0.0 for name in TOLERANCE}       # largest |ONNX - eager| (deploy/tolerance.py)
     same_detections = True
-    eager_state, onnx_state, eager_tracks = model.initial_state(), None, ()
+    eager_state, onnx_state, eager_tracks, eager_held = model.initial_state(), None, (), ()
     for inputs in check_sequence(runner.cfg.load_rig(), frames, tuple(sidecar["image_size"]), sidecar["batch"]):
         with torch.no_grad():
             eager = model(inputs, eager_state)
@@ -97,7 +97,8 @@ def check_against_eager(model: SparseCompDetector, directory: Path, frames: int)
                                                        runner.postprocess_cfg)
         frame = largest_differences(outputs, {name: eager[name][-1] for name in OUTPUTS})
         worst = {name: max(worst[name], frame[name]) for name in worst}
-        eager_detections, eager_tracks = model.detections(eager, inputs, eager_tracks, runner.postprocess_cfg)
+        eager_detections, eager_tracks, eager_held = model.detections(eager, inputs, eager_tracks,
+                                                                         runner.postprocess_cfg, eager_held)
         for e, o in zip(eager_detections, detections):
             same_detections &= torch.equal(e["ids"], o["ids"]) and torch.equal(e["labels"], o["labels"])
     return {"frames": frames, "max_abs_difference": worst, "same_detections_and_ids": bool(same_detections),

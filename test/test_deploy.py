@@ -174,6 +174,7 @@ def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny, completed_camera
     runner = FixedShapeRunner(model, cfg, lidar_bucket=4096)
     eager_state, fixed_state = model.initial_state(), runner.initial_state()
     eager_tracks: tuple = ()
+    eager_held: tuple = ()
     any_failed_and_completed, detected = False, 0
     for index, inputs in enumerate(check_sequence(cfg.load_rig(), 8, IMAGE_SIZE, batch=2)):
         assert (inputs.lidar_points is None) == (index == LIDAR_OFF_FRAME)
@@ -187,7 +188,7 @@ def test_fixed_shape_runner_matches_eager_over_a_sequence(tiny, completed_camera
         assert_outputs_close(outputs, eager)
         assert torch.equal(outputs["completed_cameras"], eager["completion"]["completed_cameras"])
         any_failed_and_completed |= bool(outputs["completed_cameras"].any())
-        eager_detections, eager_tracks = model.detections(eager, inputs, eager_tracks)
+        eager_detections, eager_tracks, eager_held = model.detections(eager, inputs, eager_tracks, held=eager_held)
         assert_same_detections(eager_detections, detections)
         detected += sum(len(d["scores"]) for d in detections)
         # The newest history slot is this frame as observed, like the eager history's newest frame.

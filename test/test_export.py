@@ -66,6 +66,7 @@ def test_onnxruntime_steps_the_graph_like_the_eager_model(exported):
     runner = OnnxRunner(out, intra_op_threads=1)
     eager_state, onnx_state = model.initial_state(), None
     eager_tracks: tuple = ()
+    eager_held: tuple = ()
     masks = set()
     for inputs in check_sequence(cfg.load_rig(), 8, IMAGE_SIZE, seed=3):
         with torch.no_grad():
@@ -75,7 +76,7 @@ def test_onnxruntime_steps_the_graph_like_the_eager_model(exported):
         detections, onnx_state = runner.encoder.finish(outputs, started, inputs, runner.state_names,
                                                        model.postprocess_cfg)
         assert_outputs_close(outputs, eager)
-        eager_detections, eager_tracks = model.detections(eager, inputs, eager_tracks)
+        eager_detections, eager_tracks, eager_held = model.detections(eager, inputs, eager_tracks, held=eager_held)
         assert_same_detections(eager_detections, detections)
         masks.add(tuple(inputs.cam_mask[0].tolist()))
     assert len(masks) >= 5

@@ -18,8 +18,10 @@ import torch
 from torch import Tensor
 
 from ..models.backbone import STRIDES
+from ..models.bev.grid import BEVGrid
 from ..models.completion.planning_guided import trajectory_importance
 from ..models.detector import SparseCompDetector
+from ..models.head.blind_zone_hold import hold_detections
 from ..models.head.postprocess import PostProcessConfig, postprocess
 from ..models.head.track_filter import filter_detections
 from ..models.head.track_ids import associate_ids
@@ -38,13 +40,15 @@ DEFAULT_LIDAR_BUCKET = 150_000      # points per merged cloud; a 5-sweep tiny fr
 class RunnerState:
     """The runner's temporal state: the graph's fixed-shape buffers (None before the
     first frame fixes the batch size) plus what stays outside the graph: the kept
-    queries' ids [B, F, k] int64, the id counter, the last frame's sequence ids and the
-    track filter's state per sample (head/track_filter.py)."""
+    queries' ids [B, F, k] int64, the id counter, the last frame's sequence ids, the
+    track filter's state per sample (head/track_filter.py) and the blind-zone hold's
+    (head/blind_zone_hold.py)."""
     buffers: dict[str, Tensor] | None = None
     kept_ids: Tensor | None = None
     next_id: int = 1
     sequence_ids: tuple | None = None
     tracks: tuple = ()
+    held: tuple = ()
 
 
 class FrameEncoder:
@@ -61,6 +65,7 @@ class FrameEncoder:
         self.num_neighbours = temporal.num_neighbours
         self.planning = cfg.cascade.planning_guided if cfg.cascade.planning_guided.enable else None
         self.kept_frames = cfg.head.queue_length - 1
+        self.grid = BEVGrid(cfg.bev)
 
     def key_cameras(self, inputs: FrameInputs) -> Tensor:
         """[V, K] as ``TemporalCompletion.key_cameras`` (K = 0 without temporal completion)."""
@@ -102,7 +107,7 @@ class FrameEncoder:
     def finish(self, outputs: dict[str, Tensor], state: RunnerState, inputs: FrameInputs,
                buffer_names: Sequence[str], postprocess_cfg: PostProcessConfig) -> tuple[list[dict], RunnerState]:
         """Ids (associate_ids on the graph's past_* outputs), post-processing, the track
-        filter and the new state."""
+        filter, the blind-zone hold and the new state."""
         cls_logits, boxes = outputs["cls_logits"], outputs["boxes"]
         scores, labels = torch.sigmoid(cls_logits).max(dim=-1)
         past = []
@@ -119,8 +124,13 @@ class FrameEncoder:
         points = inputs.lidar_points if self.cfg.lidar.enable else None      # a camera-only model: none
         detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, state.tracks,
                                                self.cfg.track_filter, inputs.sequence_ids, points)
+        detections, held = hold_detections(detections, inputs.cam_mask, inputs.calibration.intrinsics,
+                                           inputs.calibration.cam2ego, inputs.calibration.image_size,
+                                           inputs.ego2global, inputs.timestamp_us, state.held,
+                                           self.cfg.blind_zone_hold, inputs.sequence_ids,
+                                           lambda xy: self.grid.contains(torch.from_numpy(xy)).numpy())
         new_state = RunnerState({name: outputs[name] for name in buffer_names}, kept_ids, next_id,
-                                None if inputs.sequence_ids is None else tuple(inputs.sequence_ids), tracks)
+                                None if inputs.sequence_ids is None else tuple(inputs.sequence_ids), tracks, held)
         return detections, new_state
 
     def started(self, state: RunnerState | None, layout: StateLayout, device) -> RunnerState:
@@ -130,7 +140,8 @@ class FrameEncoder:
         if state.buffers is not None and state.kept_ids is not None and state.kept_ids.shape[0] == layout.batch:
             return state
         kept_ids = torch.zeros(layout.batch, layout.kept_frames, layout.kept_queries, dtype=torch.int64, device=device)
-        return replace(state, buffers=layout.empty(device), kept_ids=kept_ids, sequence_ids=None, tracks=())
+        return replace(state, buffers=layout.empty(device), kept_ids=kept_ids, sequence_ids=None, tracks=(),
+                       held=())
 
 
 class FixedShapeRunner:

@@ -3,7 +3,7 @@ condition and a cascade variant, and report detection, occlusion and id metrics.
 
     python -m sparsecomp_core.evaluation.evaluate --checkpoint models/tiny_default.pt \
         --data-root data/synthetic --version v1.0-synthetic-val \
-        [--condition clean|crash1|crash2|frame_lost|dead] [--variant full|none|temporal|vae|planning|v1|no_lidar]
+        [--condition clean|crash1|crash2|frame_lost|dead] [--variant full|none|hold|no_hold|temporal|vae|planning|v1|no_lidar]
         [--protocol sparsecomp|nuscenes] [--split NAME] [--out report.json] [--results-out submission.json]
     python -m sparsecomp_core.evaluation.evaluate --results submission.json \
         --data-root data/synthetic --version v1.0-synthetic-val [--split NAME] [--out report.json]
@@ -154,14 +154,24 @@ def health_mask(images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     return ~present | (images.float().mean(dim=(2, 3, 4)) < BLACK_LEVEL)
 
 
+VARIANTS = ("full", "full_vae", "none", "temporal", "vae", "planning", "v1", "v2", "hold", "no_hold", "no_lidar")
+
+
 @contextlib.contextmanager
 def cascade_variant(model: SparseCompDetector, variant: str):
-    """Temporarily switch cascade levels / modes for an evaluation variant."""
+    """Temporarily switch cascade levels / modes and the blind-zone hold for an
+    evaluation variant: "none" runs neither completion nor the hold, "hold" the hold
+    alone, "no_hold" the full cascade without it; every other variant keeps the hold
+    as the model's config has it."""
     cascade = model.camera_branch.cascade
     saved = (cascade.temporal, cascade.vae, cascade.planning_guided, cascade.vae_use_at_inference,
-             cascade.temporal.mode if cascade.temporal is not None else None)
-    if variant == "none":
+             cascade.temporal.mode if cascade.temporal is not None else None, model.blind_zone_hold_cfg)
+    if variant in ("none", "hold"):
         cascade.temporal = cascade.vae = cascade.planning_guided = None
+        if variant == "none":
+            model.blind_zone_hold_cfg = replace(model.blind_zone_hold_cfg, enabled=False)
+    elif variant == "no_hold":
+        model.blind_zone_hold_cfg = replace(model.blind_zone_hold_cfg, enabled=False)
     elif variant == "temporal":
         cascade.vae = cascade.planning_guided = None
     elif variant == "vae":
@@ -180,7 +190,8 @@ def cascade_variant(model: SparseCompDetector, variant: str):
     try:
         yield
     finally:
-        cascade.temporal, cascade.vae, cascade.planning_guided, cascade.vae_use_at_inference, mode = saved
+        (cascade.temporal, cascade.vae, cascade.planning_guided, cascade.vae_use_at_inference, mode,
+         model.blind_zone_hold_cfg) = saved
         if cascade.temporal is not None:
             cascade.temporal.mode = mode
 
@@ -334,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "ids (default when running a model); nuscenes: the devkit's DetectionEval protocol")
     parser.add_argument("--condition", default="clean", choices=["clean", "crash1", "crash2", "frame_lost", "dead"])
     parser.add_argument("--variant", default="full",
-                        choices=["full", "full_vae", "none", "temporal", "vae", "planning", "v1", "v2", "no_lidar"])
+                        choices=list(VARIANTS))
     parser.add_argument("--hold-s", type=float, default=FRAME_HOLD_S,
                         help="a lost camera frame takes the camera's previous image up to this old, as the node's "
                              "sync.hold_s does (0: off)")

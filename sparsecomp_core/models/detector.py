@@ -15,6 +15,7 @@ from .bev.lidar import ConvFuser, LidarBranch
 from .bev.view_transform import CameraViewTransform
 from .camera_branch import CameraBranch, build_camera_branch
 from .completion.cascade import CascadeState
+from .head.blind_zone_hold import BlindZoneHoldConfig, hold_detections
 from .head.dynamic_head import DynamicHead, build_dynamic_head
 from .head.losses import DynamicLoss
 from .head.neck import ConvResBlockNeck
@@ -31,10 +32,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class ModelState:
     """All temporal state of the model (explicit; pass it in, take it back). ``tracks``:
-    the track filter's state per sample (head/track_filter.py; ``infer`` only)."""
+    the track filter's state per sample (head/track_filter.py), ``held``: the blind-zone
+    hold's per sample (head/blind_zone_hold.py); both ``infer`` only."""
     cascade: CascadeState = field(default_factory=CascadeState)
     queries: QueryQueue = field(default_factory=QueryQueue)
     tracks: tuple = ()
+    held: tuple = ()
 
 
 class SparseCompDetector(nn.Module):
@@ -48,8 +51,9 @@ class SparseCompDetector(nn.Module):
                  lidar: LidarBranch | None, fuser: ConvFuser, neck: ConvResBlockNeck, head: DynamicHead,
                  loss: DynamicLoss, postprocess_cfg: PostProcessConfig, view_levels: tuple[int, ...] = (1,),
                  use_completed_cameras: bool = False, track_filter_cfg: TrackFilterConfig | None = None,
-                 completed_cameras_in_gaps_only: bool = False):
+                 completed_cameras_in_gaps_only: bool = False, blind_zone_hold_cfg: BlindZoneHoldConfig | None = None):
         super().__init__()
+        self.blind_zone_hold_cfg = blind_zone_hold_cfg or BlindZoneHoldConfig(enabled=False)
         self.completed_cameras_in_gaps_only = completed_cameras_in_gaps_only
         self.track_filter_cfg = track_filter_cfg or TrackFilterConfig(enabled=False)
         self.use_completed_cameras = use_completed_cameras
@@ -123,20 +127,32 @@ class SparseCompDetector(nn.Module):
               postprocess_cfg: PostProcessConfig | None = None) -> tuple[list[dict], ModelState]:
         """Detections per sample (see head.postprocess; the model's own settings
         unless ``postprocess_cfg`` is given; velocities from the track filter when
-        ``track_filter_cfg.enabled``) and the new state."""
+        ``track_filter_cfg.enabled``; objects in the failed cameras' blind zone held when
+        ``blind_zone_hold_cfg.enabled``) and the new state."""
         state = state or self.initial_state()
         outputs = self(inputs, state)
-        detections, tracks = self.detections(outputs, inputs, state.tracks, postprocess_cfg)
-        return detections, replace(outputs["state"], tracks=tracks)
+        detections, tracks, held = self.detections(outputs, inputs, state.tracks, postprocess_cfg, state.held)
+        return detections, replace(outputs["state"], tracks=tracks, held=held)
 
     def detections(self, outputs: dict, inputs: FrameInputs, tracks: tuple = (),
-                   postprocess_cfg: PostProcessConfig | None = None) -> tuple[list[dict], tuple]:
-        """forward's outputs for ``inputs`` -> (detections per sample, new track-filter state):
-        post-processed, then through the track filter from ``tracks`` (ModelState.tracks)."""
+                   postprocess_cfg: PostProcessConfig | None = None,
+                   held: tuple = ()) -> tuple[list[dict], tuple, tuple]:
+        """forward's outputs for ``inputs`` -> (detections per sample, new track-filter
+        state, new blind-zone hold state): post-processed, through the track filter from
+        ``tracks`` (ModelState.tracks), then the blind-zone hold from ``held`` (ModelState.held)."""
         detections = postprocess(outputs, postprocess_cfg or self.postprocess_cfg)
         points = inputs.lidar_points if self.lidar is not None else None    # a camera-only model: none
-        return filter_detections(detections, inputs.ego2global, inputs.timestamp_us, tracks, self.track_filter_cfg,
-                                 inputs.sequence_ids, points)
+        detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, tracks,
+                                               self.track_filter_cfg, inputs.sequence_ids, points)
+        detections, held = hold_detections(detections, inputs.cam_mask, inputs.calibration.intrinsics,
+                                           inputs.calibration.cam2ego, inputs.calibration.image_size,
+                                           inputs.ego2global, inputs.timestamp_us, held, self.blind_zone_hold_cfg,
+                                           inputs.sequence_ids, self.grid_contains)
+        return detections, tracks, held
+
+    def grid_contains(self, centres):
+        """[M] bool numpy: ego-frame centres [M, 2] (numpy) inside the BEV grid."""
+        return self.grid.contains(torch.from_numpy(centres)).numpy()
 
 
 def build_detector(cfg: ModelConfig) -> SparseCompDetector:
@@ -158,7 +174,7 @@ def build_detector(cfg: ModelConfig) -> SparseCompDetector:
     neck = ConvResBlockNeck(cfg.bev_channels, cfg.head.neck_channels, cfg.head.neck_blocks)
     return SparseCompDetector(grid, camera_branch, view_transform, lidar, fuser, neck, build_dynamic_head(cfg.head, grid),
                               DynamicLoss(cfg.loss, grid), cfg.postprocess, view_levels, vt.use_completed_cameras,
-                              cfg.track_filter, vt.completed_cameras_in_gaps_only)
+                              cfg.track_filter, vt.completed_cameras_in_gaps_only, cfg.blind_zone_hold)
 
 
 class CheckpointError(ValueError):

@@ -12,6 +12,7 @@ from .bev.grid import BEVGridConfig
 from .bev.lidar import LidarConfig
 from .bev.view_transform import ViewTransformConfig
 from .completion.cascade import CascadeConfig
+from .head.blind_zone_hold import BlindZoneHoldConfig
 from .head.dynamic_head import DynamicHeadConfig
 from .head.losses import DynamicLossConfig
 from .head.postprocess import PostProcessConfig
@@ -43,6 +44,7 @@ class ModelConfig:
     loss: DynamicLossConfig = field(default_factory=DynamicLossConfig)
     postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
     track_filter: TrackFilterConfig = field(default_factory=TrackFilterConfig)
+    blind_zone_hold: BlindZoneHoldConfig = field(default_factory=BlindZoneHoldConfig)
 
     def __post_init__(self) -> None:
         if (self.image_height is None) != (self.image_width is None):
