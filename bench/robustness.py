@@ -1,10 +1,13 @@
 """Robustness table: detection quality under camera faults, per cascade variant.
 
 Conditions (see sparsecomp_core.evaluation.evaluate): clean, crash1, crash2,
-frame_lost, dead. Variants: none (no completion), temporal / vae / planning
-(one level alone), full (as trained: temporal + planning-guided), full_vae
-(VAE also at inference), v1 (global temporal attention instead of V2), and
-no_lidar (the camera+LiDAR model with its LiDAR input removed).
+frame_lost, dead. Variants: none (no completion, no blind-zone hold),
+temporal / vae / planning (one level alone), full (as trained: temporal +
+planning-guided, and the blind-zone hold), full_vae (VAE also at inference),
+v1 (global temporal attention instead of V2), hold (the blind-zone hold alone),
+no_hold (full without the hold), and no_lidar (the camera+LiDAR model with its
+LiDAR input removed). Every variant but none and no_hold holds objects in the
+failed cameras' blind zone (models/head/blind_zone_hold.py).
 
     python bench/robustness.py --checkpoint models/tiny_default.pt --data-root data/synthetic \
         --version v1.0-synthetic-val [--conditions ...] [--variants ...] [--use-completed-cameras true|false]
@@ -30,7 +33,7 @@ from sparsecomp_core.evaluation.evaluate import Condition, evaluate, standard_co
 from sparsecomp_core.models.detector import load_detector  # noqa: E402
 
 CONDITIONS = ["clean", "crash1", "crash2", "frame_lost", "dead"]
-VARIANTS = ["none", "temporal", "vae", "planning", "full", "full_vae", "v1", "no_lidar"]
+VARIANTS = ["none", "temporal", "vae", "planning", "full", "full_vae", "v1", "hold", "no_hold", "no_lidar"]
 KEYS = ("mAP", "NDS", "mATE", "mAVE", "occlusion_accuracy", "id_switches", "masked_camera_fraction",
         "held_camera_fraction")
 

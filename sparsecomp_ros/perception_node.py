@@ -174,6 +174,10 @@ class PerceptionNode(Node):
                                "temporal state is reset, s")
         self.score_threshold = param("output.score_threshold", 0.3, "minimum score of a published object")
         self.max_objects = param("output.max_objects", 100, "most objects published per frame")
+        blind_zone_hold = param("output.blind_zone_hold", True,
+                                "also publish an object that moved into the view of failed cameras only, held from "
+                                "its last detection (HeavilyOccluded, score decaying; the model config's "
+                                "blind_zone_hold): docs/completion.md, \"Blind-zone hold\"")
         self.velocity_scale = param("viz.velocity_scale", 5.0, "velocity arrow length scale in RViz")
         trail_length = param("viz.trajectory_length", 10, "positions kept per object for RViz trails")
         compressed = param("input.compressed", False, "subscribe ~/input/<camera>/image/compressed (CompressedImage)")
@@ -236,6 +240,8 @@ class PerceptionNode(Node):
         self.lidar_fallback = resolve_lidar_fallback(lidar_fallback, self.reference, self.cameras)
         self.model.postprocess_cfg.score_threshold = self.score_threshold
         self.model.postprocess_cfg.max_objects = self.max_objects
+        self.model_config.blind_zone_hold.enabled = blind_zone_hold   # the model's and the runner's object
+        self.model.blind_zone_hold_cfg = self.model_config.blind_zone_hold
         # What runs a frame: the eager model, or the fixed-shape runner with the same call shape.
         self.inference = self.model
         if fast_path:

@@ -180,3 +180,16 @@ def test_config_rejects_bad_values():
         BlindZoneHoldConfig(max_age_s=0.0)
     with pytest.raises(ValueError, match="min_score"):
         BlindZoneHoldConfig(min_score=1.5)
+
+
+def test_a_held_object_whose_score_decays_below_the_threshold_is_not_published():
+    centre = at_bearing(130.0, 9.0)
+    _, state = hold_sample(detection([centre], [8], scores=[0.5]), CRASH2, INTRINSICS, CAM2EGO, IMAGE_SIZE,
+                           np.eye(4), 0, None, CFG, "s")
+    published = []
+    for frame in range(1, 15):
+        out, state = hold_sample(detection([], []), CRASH2, INTRINSICS, CAM2EGO, IMAGE_SIZE, np.eye(4),
+                                 frame * DT_US, state, CFG, "s", score_threshold=0.45)
+        published.append(len(out["ids"]))
+    # 0.5 * exp(-0.2 t) >= 0.45 while t <= ln(0.5 / 0.45) / 0.2 = 0.53 s
+    assert published == [1] * 5 + [0] * 9

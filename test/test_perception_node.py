@@ -471,3 +471,10 @@ def test_the_fast_path_publishes_the_same_objects_as_the_eager_model(make_node):
             for axis in "xyz":
                 assert abs(getattr(e.pose.position, axis) - getattr(f.pose.position, axis)) < 1e-4
                 assert abs(getattr(e.velocity, axis) - getattr(f.velocity, axis)) < 1e-4
+
+
+def test_the_blind_zone_hold_is_on_by_default_and_a_parameter_turns_it_off(make_node):
+    assert make_node().model.blind_zone_hold_cfg.enabled
+    node = make_node(**{"output.blind_zone_hold": False})
+    assert not node.model.blind_zone_hold_cfg.enabled
+    assert not node.model_config.blind_zone_hold.enabled        # what the fixed-shape runner reads

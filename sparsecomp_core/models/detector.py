@@ -140,14 +140,15 @@ class SparseCompDetector(nn.Module):
         """forward's outputs for ``inputs`` -> (detections per sample, new track-filter
         state, new blind-zone hold state): post-processed, through the track filter from
         ``tracks`` (ModelState.tracks), then the blind-zone hold from ``held`` (ModelState.held)."""
-        detections = postprocess(outputs, postprocess_cfg or self.postprocess_cfg)
+        postprocess_cfg = postprocess_cfg or self.postprocess_cfg
+        detections = postprocess(outputs, postprocess_cfg)
         points = inputs.lidar_points if self.lidar is not None else None    # a camera-only model: none
         detections, tracks = filter_detections(detections, inputs.ego2global, inputs.timestamp_us, tracks,
                                                self.track_filter_cfg, inputs.sequence_ids, points)
         detections, held = hold_detections(detections, inputs.cam_mask, inputs.calibration.intrinsics,
                                            inputs.calibration.cam2ego, inputs.calibration.image_size,
                                            inputs.ego2global, inputs.timestamp_us, held, self.blind_zone_hold_cfg,
-                                           inputs.sequence_ids, self.grid_contains)
+                                           inputs.sequence_ids, self.grid_contains, postprocess_cfg.score_threshold)
         return detections, tracks, held
 
     def grid_contains(self, centres):

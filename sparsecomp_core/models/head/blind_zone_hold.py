@@ -107,14 +107,15 @@ def _yaw_of(pose: np.ndarray) -> float:
 def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np.ndarray, cam2ego: np.ndarray,
                 image_size: tuple[int, int], ego2global: np.ndarray, timestamp_us: int,
                 state: HeldObjectsState | None, cfg: BlindZoneHoldConfig, sequence_id: object = None,
-                inside_grid: Callable[[np.ndarray], np.ndarray] | None = None
+                inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0
                 ) -> tuple[dict[str, Tensor], HeldObjectsState]:
     """One sample: ``detection`` as head.postprocess and the track filter give it (boxes
     [K, 10] ego frame, scores [K], labels [K], ids [K], class_probabilities [K, C],
     occlusion [K], occlusion_probabilities [K, 4]), failed [V] bool (cam_mask), the
     sample's calibration, ego2global [4, 4], timestamp_us; ``inside_grid`` maps [M, 2]
-    ego-frame centres to [M] bool. Returns the detection with the held objects appended
-    (same keys, sorted by score) and the new state."""
+    ego-frame centres to [M] bool; a held object whose decayed score falls below
+    ``score_threshold`` (the post-processing's) is not published. Returns the detection
+    with the held objects appended (same keys, sorted by score) and the new state."""
     state = state or HeldObjectsState()
     gap_us = None if state.timestamp_us is None else timestamp_us - state.timestamp_us
     if gap_us is None or gap_us <= 0 or gap_us * 1e-6 > cfg.max_age_s or (
@@ -129,7 +130,8 @@ def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np
     class_probabilities = detection["class_probabilities"].detach().cpu().double().numpy()
 
     age_s = (timestamp_us - state.last_seen_us) * 1e-6
-    candidates = (age_s > 0) & (age_s <= cfg.max_age_s) & ~np.isin(state.ids, ids)
+    decayed = state.scores * np.exp(-cfg.score_decay_per_s * np.maximum(age_s, 0.0))
+    candidates = (age_s > 0) & (age_s <= cfg.max_age_s) & ~np.isin(state.ids, ids) & (decayed >= score_threshold)
     held = np.zeros(0, dtype=np.int64)
     held_centres = np.zeros((0, 3))
     if failed.any() and candidates.any():
@@ -195,7 +197,7 @@ def _appended(detection: dict[str, Tensor], state: HeldObjectsState, rows: np.nd
 def hold_detections(detections: list[dict[str, Tensor]], cam_mask: Tensor, intrinsics: Tensor, cam2ego: Tensor,
                     image_size: tuple[int, int], ego2global: Tensor, timestamp_us: Tensor, states: tuple,
                     cfg: BlindZoneHoldConfig, sequence_ids: Sequence | None = None,
-                    inside_grid: Callable[[np.ndarray], np.ndarray] | None = None
+                    inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0
                     ) -> tuple[list[dict[str, Tensor]], tuple]:
     """``hold_sample`` per sample of a batch: cam_mask [B, V] (True: failed), intrinsics
     [B, V, 3, 3], cam2ego [B, V, 4, 4], ego2global [B, 4, 4], timestamp_us [B]; states:
@@ -211,7 +213,7 @@ def hold_detections(detections: list[dict[str, Tensor]], cam_mask: Tensor, intri
                                  intrinsics[b].detach().cpu().double().numpy(),
                                  cam2ego[b].detach().cpu().double().numpy(), image_size,
                                  ego2global[b].detach().cpu().double().numpy(), int(timestamp_us[b]), state, cfg,
-                                 None if sequence_ids is None else sequence_ids[b], inside_grid)
+                                 None if sequence_ids is None else sequence_ids[b], inside_grid, score_threshold)
         held.append(out)
         new_states.append(state)
     return held, tuple(new_states)
