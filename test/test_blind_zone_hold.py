@@ -193,3 +193,18 @@ def test_a_held_object_whose_score_decays_below_the_threshold_is_not_published()
         published.append(len(out["ids"]))
     # 0.5 * exp(-0.2 t) >= 0.45 while t <= ln(0.5 / 0.45) / 0.2 = 0.53 s
     assert published == [1] * 5 + [0] * 9
+
+
+def test_nothing_is_held_while_the_sample_has_a_live_lidar_but_objects_are_remembered():
+    centre = at_bearing(130.0, 9.0)
+    poses = torch.from_numpy(np.stack([np.eye(4)] * 3))
+    intrinsics, cam2ego = CALIBRATION.intrinsics.expand(3, -1, -1, -1), CALIBRATION.cam2ego.expand(3, -1, -1, -1)
+    mask = torch.from_numpy(np.stack([CRASH2] * 3))
+    clouds = [torch.ones(10, 5), torch.zeros(0, 5), torch.ones(10, 5)]      # live, LiDAR failed, live
+    seen = [detection([centre], [5])] * 3
+    _, states = hold_detections(seen, mask, intrinsics, cam2ego, IMAGE_SIZE, poses, torch.tensor([0] * 3), (),
+                                CFG, ["a", "b", "c"], lidar_points=clouds)
+    out, states = hold_detections([detection([], [])] * 3, mask, intrinsics, cam2ego, IMAGE_SIZE, poses,
+                                  torch.tensor([DT_US] * 3), states, CFG, ["a", "b", "c"],
+                                  lidar_points=[clouds[0], clouds[1], torch.zeros(0, 5)])
+    assert [o["ids"].tolist() for o in out] == [[], [5], [5]]   # the third's LiDAR died: held from memory

@@ -148,7 +148,8 @@ class SparseCompDetector(nn.Module):
         detections, held = hold_detections(detections, inputs.cam_mask, inputs.calibration.intrinsics,
                                            inputs.calibration.cam2ego, inputs.calibration.image_size,
                                            inputs.ego2global, inputs.timestamp_us, held, self.blind_zone_hold_cfg,
-                                           inputs.sequence_ids, self.grid_contains, postprocess_cfg.score_threshold)
+                                           inputs.sequence_ids, self.grid_contains, postprocess_cfg.score_threshold,
+                                           points)
         return detections, tracks, held
 
     def grid_contains(self, centres):

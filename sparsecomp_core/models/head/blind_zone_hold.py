@@ -21,7 +21,9 @@ class lies within ``duplicate_radius_m``. Its score decays as
 ``score * exp(-score_decay_per_s * age)`` and its occlusion is HeavilyOccluded
 (no live sensor sees it); its id is the one it was published under. An object
 in a live camera's view that the model no longer finds is not held: the model
-had the chance to see it. Nothing is held while no camera is failed. A held
+had the chance to see it. Nothing is held while no camera is failed, nor while
+the sample has a live LiDAR: it sees all around, and for the camera + LiDAR
+model holding only added ghosts (docs/completion.md, "Blind-zone hold"). A held
 object is not remembered again (its age counts from when it was last
 detected). A scene change (time not increasing, a gap over ``max_age_s``,
 another sequence id) forgets everything.
@@ -107,16 +109,20 @@ def _yaw_of(pose: np.ndarray) -> float:
 def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np.ndarray, cam2ego: np.ndarray,
                 image_size: tuple[int, int], ego2global: np.ndarray, timestamp_us: int,
                 state: HeldObjectsState | None, cfg: BlindZoneHoldConfig, sequence_id: object = None,
-                inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0
-                ) -> tuple[dict[str, Tensor], HeldObjectsState]:
+                inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0,
+                lidar_live: bool = False) -> tuple[dict[str, Tensor], HeldObjectsState]:
     """One sample: ``detection`` as head.postprocess and the track filter give it (boxes
     [K, 10] ego frame, scores [K], labels [K], ids [K], class_probabilities [K, C],
     occlusion [K], occlusion_probabilities [K, 4]), failed [V] bool (cam_mask), the
     sample's calibration, ego2global [4, 4], timestamp_us; ``inside_grid`` maps [M, 2]
     ego-frame centres to [M] bool; a held object whose decayed score falls below
-    ``score_threshold`` (the post-processing's) is not published. Returns the detection
+    ``score_threshold`` (the post-processing's) is not published; with ``lidar_live``
+    (the model has a LiDAR and this sample's cloud has points) nothing is held, but
+    the objects are remembered. Returns the detection
     with the held objects appended (same keys, sorted by score) and the new state."""
     state = state or HeldObjectsState()
+    if lidar_live:
+        failed = np.zeros_like(failed)          # a live LiDAR sees the failed cameras' zone
     gap_us = None if state.timestamp_us is None else timestamp_us - state.timestamp_us
     if gap_us is None or gap_us <= 0 or gap_us * 1e-6 > cfg.max_age_s or (
             sequence_id is not None and state.sequence_id is not None and sequence_id != state.sequence_id):
@@ -197,12 +203,13 @@ def _appended(detection: dict[str, Tensor], state: HeldObjectsState, rows: np.nd
 def hold_detections(detections: list[dict[str, Tensor]], cam_mask: Tensor, intrinsics: Tensor, cam2ego: Tensor,
                     image_size: tuple[int, int], ego2global: Tensor, timestamp_us: Tensor, states: tuple,
                     cfg: BlindZoneHoldConfig, sequence_ids: Sequence | None = None,
-                    inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0
-                    ) -> tuple[list[dict[str, Tensor]], tuple]:
+                    inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0,
+                    lidar_points: Sequence[Tensor] | None = None) -> tuple[list[dict[str, Tensor]], tuple]:
     """``hold_sample`` per sample of a batch: cam_mask [B, V] (True: failed), intrinsics
     [B, V, 3, 3], cam2ego [B, V, 4, 4], ego2global [B, 4, 4], timestamp_us [B]; states:
-    one HeldObjectsState per sample (() before the first frame). With ``cfg.enabled``
-    false, both unchanged."""
+    one HeldObjectsState per sample (() before the first frame); lidar_points: the
+    model's LiDAR input per sample (None: a camera-only model), a cloud with points
+    being a live LiDAR. With ``cfg.enabled`` false, both unchanged."""
     if not cfg.enabled:
         return detections, states
     if len(states) != len(detections):
@@ -213,7 +220,8 @@ def hold_detections(detections: list[dict[str, Tensor]], cam_mask: Tensor, intri
                                  intrinsics[b].detach().cpu().double().numpy(),
                                  cam2ego[b].detach().cpu().double().numpy(), image_size,
                                  ego2global[b].detach().cpu().double().numpy(), int(timestamp_us[b]), state, cfg,
-                                 None if sequence_ids is None else sequence_ids[b], inside_grid, score_threshold)
+                                 None if sequence_ids is None else sequence_ids[b], inside_grid, score_threshold,
+                                 lidar_points is not None and len(lidar_points[b]) > 0)
         held.append(out)
         new_states.append(state)
     return held, tuple(new_states)
