@@ -169,6 +169,10 @@ def set_figures(figures: dict[str, dict], camera_only_nds: float | None) -> dict
     for condition in ("crash2", "frame_lost"):
         if f"{condition}/full" in figures:
             row[f"{condition} / clean"] = figures[f"{condition}/full"]["NDS"] / max(clean["NDS"], 1e-9)
+    lost = clean["NDS"] - figures["crash2/none"]["NDS"] if "crash2/none" in figures else 0.0
+    for variant, key in (("full", "camera-only crash2 recovery"), ("no_hold", "crash2 recovery without the hold")):
+        if lost > 0 and f"crash2/{variant}" in figures:     # the share of what crash2 costs that is recovered
+            row[key] = (figures[f"crash2/{variant}"]["NDS"] - figures["crash2/none"]["NDS"]) / lost
     if "clean/no_lidar" in figures:
         row["no-LiDAR NDS"] = figures["clean/no_lidar"]["NDS"]
         if camera_only_nds is not None:

@@ -27,6 +27,39 @@ def test_set_figures_are_ratios_to_clean_and_the_margin_over_the_camera_only_mod
     assert row["ids per 100 GT"] == 1.5 and "car id keep" not in row
 
 
+def test_the_camera_only_recovery_is_the_share_of_the_crash2_loss_won_back_and_absent_without_a_loss():
+    figures = {"clean/full": {"mAP": 0.3, "NDS": 0.40, "mAVE": 0.8}, "crash2/none": {"NDS": 0.36},
+               "crash2/full": {"NDS": 0.39}, "crash2/no_hold": {"NDS": 0.37}}
+    row = set_figures(figures, camera_only_nds=None)
+    assert row["camera-only crash2 recovery"] == pytest.approx(0.75)
+    assert row["crash2 recovery without the hold"] == pytest.approx(0.25)
+    figures["crash2/none"] = {"NDS": 0.41}                      # crash2 cost nothing on this set
+    assert "camera-only crash2 recovery" not in set_figures(figures, camera_only_nds=None)
+
+
+def test_a_cache_key_changes_with_the_config_the_code_loads_not_only_with_the_file(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import torch
+
+    from seed_sets import cache_key, file_digest
+    from sparsecomp_core.config import to_dict
+    from sparsecomp_core.models import detector
+    from sparsecomp_core.models.model_config import load_model_config
+
+    path = tmp_path / "model.pt"
+    stored = to_dict(load_model_config("tiny"))
+    stored.pop("blind_zone_hold")                               # a file written before the hold existed
+    torch.save({"model": {}, "model_config": stored}, path)
+    before = cache_key(str(path))
+    assert before.split("_")[0] == file_digest(str(path))
+    loaded = detector.checkpoint_model_config(path)
+    monkeypatch.setattr(detector, "checkpoint_model_config",     # as if the code's default had changed
+                        lambda p: replace(loaded, blind_zone_hold=replace(loaded.blind_zone_hold, max_age_s=0.5)))
+    after = cache_key(str(path))
+    assert after.split("_")[0] == before.split("_")[0] and after != before
+
+
 def test_summary_counts_the_sets_meeting_each_goal_and_paired_differences_are_per_set():
     reference = {"a": set_figures(passes(0.60, 0.60, 0.40), 0.40), "b": set_figures(passes(0.50, 0.48, 0.30), 0.40),
                  "c": set_figures(passes(0.70, 0.665, 0.45), 0.40)}
