@@ -118,8 +118,8 @@ def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np
     ego-frame centres to [M] bool; a held object whose decayed score falls below
     ``score_threshold`` (the post-processing's) is not published; with ``lidar_live``
     (the model has a LiDAR and this sample's cloud has points) nothing is held, but
-    the objects are remembered. Returns the detection
-    with the held objects appended (same keys, sorted by score) and the new state."""
+    the objects are remembered. Returns the detection with the held objects appended
+    (same keys, sorted by score) and the new state."""
     state = state or HeldObjectsState()
     if lidar_live:
         failed = np.zeros_like(failed)          # a live LiDAR sees the failed cameras' zone
