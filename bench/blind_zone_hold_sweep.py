@@ -63,8 +63,7 @@ def replay(run, failed: np.ndarray, calibration, grid, cfg: BlindZoneHoldConfig,
             sample = next((g.sample for g in gts), None) or next((p.sample for p in preds), None)
             held, state = hold_sample(as_detection(preds), failed, intrinsics, cam2ego, calibration.image_size,
                                       run.ego_poses[sequence][index], int(run.timestamps[sequence][index]), state,
-                                      cfg, sequence, lambda xy: grid.contains(torch.from_numpy(xy)).numpy(),
-                                      score_threshold)
+                                      cfg, sequence, grid, score_threshold)
             out += [Detection(sample, b.numpy(), int(l), float(s), int(o), int(i)) for b, l, s, o, i in
                     zip(held["boxes"], held["labels"], held["scores"], held["occlusion"], held["ids"])]
     return out

@@ -128,8 +128,7 @@ class FrameEncoder:
                                            inputs.calibration.cam2ego, inputs.calibration.image_size,
                                            inputs.ego2global, inputs.timestamp_us, state.held,
                                            self.cfg.blind_zone_hold, inputs.sequence_ids,
-                                           lambda xy: self.grid.contains(torch.from_numpy(xy)).numpy(),
-                                           postprocess_cfg.score_threshold, points)
+                                           self.grid, postprocess_cfg.score_threshold, points)
         new_state = RunnerState({name: outputs[name] for name in buffer_names}, kept_ids, next_id,
                                 None if inputs.sequence_ids is None else tuple(inputs.sequence_ids), tracks, held)
         return detections, new_state

@@ -148,13 +148,8 @@ class SparseCompDetector(nn.Module):
         detections, held = hold_detections(detections, inputs.cam_mask, inputs.calibration.intrinsics,
                                            inputs.calibration.cam2ego, inputs.calibration.image_size,
                                            inputs.ego2global, inputs.timestamp_us, held, self.blind_zone_hold_cfg,
-                                           inputs.sequence_ids, self.grid_contains, postprocess_cfg.score_threshold,
-                                           points)
+                                           inputs.sequence_ids, self.grid, postprocess_cfg.score_threshold, points)
         return detections, tracks, held
-
-    def grid_contains(self, centres):
-        """[M] bool numpy: ego-frame centres [M, 2] (numpy) inside the BEV grid."""
-        return self.grid.contains(torch.from_numpy(centres)).numpy()
 
 
 def build_detector(cfg: ModelConfig) -> SparseCompDetector:

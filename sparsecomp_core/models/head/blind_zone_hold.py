@@ -11,8 +11,8 @@ trackers keep an unmatched track alive for a while (Autoware's
 multi_object_tracker, AB3DMOT's max_age).
 
 Every frame, each published object of score >= ``min_score`` is remembered
-under its id (global frame: centre, size, heading, velocity, class and
-occlusion probabilities, score, time). An object remembered within
+under its id (its box in the global frame, class probabilities, score,
+time). An object remembered within
 ``max_age_s`` but not published this frame is published again, as a *held*
 object, when its predicted centre (constant velocity in the global frame,
 back into the current ego frame) projects into at least one failed camera and
@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .boxes import NUM_OCCLUSION_STATES
+from ...geometry import project_points, transform_boxes, transform_points
+from ..bev.grid import BEVGrid
+from .boxes import BOX_SIZE, NUM_OCCLUSION_STATES
 
 HEAVILY_OCCLUDED = NUM_OCCLUSION_STATES - 1
 MIN_DEPTH_M = 0.5                 # a point nearer the camera plane than this is not in its image
@@ -71,16 +73,13 @@ def _empty(shape: tuple, dtype=np.float64):
 
 @dataclass(frozen=True)
 class HeldObjectsState:
-    """One sample's remembered objects, N of them, in the global frame: ids [N] int64,
-    labels [N] int64, centres [N, 3] m, sizes [N, 3] m, yaws [N] rad, velocities [N, 2]
-    m/s, scores [N], class_probabilities [N, C], last_seen_us [N] int64; the last
+    """One sample's remembered objects, N of them: ids [N] int64, labels [N] int64,
+    boxes [N, 10] in the global frame (geometry.transform_boxes of the published ego-frame
+    boxes), scores [N], class_probabilities [N, C], last_seen_us [N] int64; the last
     frame's time and sequence id (None before the first frame)."""
     ids: np.ndarray = _empty((0,), np.int64)
     labels: np.ndarray = _empty((0,), np.int64)
-    centres: np.ndarray = _empty((0, 3))
-    sizes: np.ndarray = _empty((0, 3))
-    yaws: np.ndarray = _empty((0,))
-    velocities: np.ndarray = _empty((0, 2))
+    boxes: np.ndarray = _empty((0, BOX_SIZE))
     scores: np.ndarray = _empty((0,))
     class_probabilities: np.ndarray = _empty((0, 0))
     last_seen_us: np.ndarray = _empty((0,), np.int64)
@@ -93,29 +92,23 @@ def seen_by_cameras(points: np.ndarray, intrinsics: np.ndarray, cam2ego: np.ndar
     """[N, V] bool: point n (ego frame, [N, 3]) projects inside camera v's image
     (intrinsics [V, 3, 3], cam2ego [V, 4, 4], image_size (H, W)), in front of it."""
     height, width = image_size
-    homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1)            # [N, 4]
-    in_camera = np.einsum("vij,nj->nvi", np.linalg.inv(cam2ego), homogeneous)[..., :3]   # [N, V, 3]
-    pixels = np.einsum("vij,nvj->nvi", intrinsics, in_camera)                            # [N, V, 3]
-    depth = in_camera[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = pixels[..., 0] / depth, pixels[..., 1] / depth
-    return (depth > MIN_DEPTH_M) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-
-
-def _yaw_of(pose: np.ndarray) -> float:
-    return math.atan2(pose[1, 0], pose[0, 0])
+    ego2cam = torch.linalg.inv(torch.as_tensor(cam2ego, dtype=torch.float64))
+    in_camera = transform_points(ego2cam, torch.as_tensor(points, dtype=torch.float64))      # [V, N, 3]
+    pixels, in_front = project_points(torch.as_tensor(intrinsics, dtype=torch.float64), in_camera, MIN_DEPTH_M)
+    u, v = pixels[..., 0], pixels[..., 1]
+    return (in_front & (u >= 0) & (u < width) & (v >= 0) & (v < height)).T.numpy()
 
 
 def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np.ndarray, cam2ego: np.ndarray,
                 image_size: tuple[int, int], ego2global: np.ndarray, timestamp_us: int,
                 state: HeldObjectsState | None, cfg: BlindZoneHoldConfig, sequence_id: object = None,
-                inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0,
+                grid: BEVGrid | None = None, score_threshold: float = 0.0,
                 lidar_live: bool = False) -> tuple[dict[str, Tensor], HeldObjectsState]:
     """One sample: ``detection`` as head.postprocess and the track filter give it (boxes
     [K, 10] ego frame, scores [K], labels [K], ids [K], class_probabilities [K, C],
     occlusion [K], occlusion_probabilities [K, 4]), failed [V] bool (cam_mask), the
-    sample's calibration, ego2global [4, 4], timestamp_us; ``inside_grid`` maps [M, 2]
-    ego-frame centres to [M] bool; a held object whose decayed score falls below
+    sample's calibration, ego2global [4, 4], timestamp_us; a held object outside
+    ``grid`` (the model's BEV grid) or whose decayed score falls below
     ``score_threshold`` (the post-processing's) is not published; with ``lidar_live``
     (the model has a LiDAR and this sample's cloud has points) nothing is held, but
     the objects are remembered. Returns the detection with the held objects appended
@@ -127,8 +120,6 @@ def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np
     if gap_us is None or gap_us <= 0 or gap_us * 1e-6 > cfg.max_age_s or (
             sequence_id is not None and state.sequence_id is not None and sequence_id != state.sequence_id):
         state = HeldObjectsState()
-    rotation, translation = ego2global[:2, :2], ego2global[:2, 3]
-    ego_yaw = _yaw_of(ego2global)
     boxes = detection["boxes"].detach().cpu().double().numpy()
     scores = detection["scores"].detach().cpu().double().numpy()
     labels = detection["labels"].cpu().numpy().astype(np.int64)
@@ -139,22 +130,23 @@ def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np
     decayed = state.scores * np.exp(-cfg.score_decay_per_s * np.maximum(age_s, 0.0))
     candidates = (age_s > 0) & (age_s <= cfg.max_age_s) & ~np.isin(state.ids, ids) & (decayed >= score_threshold)
     held = np.zeros(0, dtype=np.int64)
-    held_centres = np.zeros((0, 3))
+    held_boxes = np.zeros((0, BOX_SIZE))
     if failed.any() and candidates.any():
         rows = np.nonzero(candidates)[0]
-        predicted = state.centres[rows, :2] + state.velocities[rows] * age_s[rows, None]     # [M, 2] global
-        centres = np.concatenate([(predicted - translation) @ rotation, state.centres[rows, 2:3]], axis=1)  # ego
-        seen = seen_by_cameras(centres, intrinsics, cam2ego, image_size)                   # [M, V]
+        predicted = state.boxes[rows].copy()
+        predicted[:, :2] += predicted[:, 7:9] * age_s[rows, None]              # constant velocity, global frame
+        now = transform_boxes(predicted, np.linalg.inv(ego2global))            # [M, 10] ego frame
+        seen = seen_by_cameras(now[:, :3], intrinsics, cam2ego, image_size)     # [M, V]
         blind = seen[:, failed].any(axis=1) & ~seen[:, ~failed].any(axis=1)
-        if inside_grid is not None:
-            blind &= inside_grid(centres[:, :2])
+        if grid is not None:
+            blind &= grid.contains(torch.from_numpy(now[:, :2])).numpy()
         published = scores >= cfg.min_score
         for m in np.nonzero(blind)[0]:
             same_class = published & (labels == state.labels[rows[m]])
-            if same_class.any() and np.hypot(*(boxes[same_class, :2] - centres[m, :2]).T).min() < cfg.duplicate_radius_m:
+            if same_class.any() and np.hypot(*(boxes[same_class, :2] - now[m, :2]).T).min() < cfg.duplicate_radius_m:
                 continue
             held = np.append(held, rows[m])
-            held_centres = np.concatenate([held_centres, centres[m:m + 1]])
+            held_boxes = np.concatenate([held_boxes, now[m:m + 1]])
 
     remembered = scores >= cfg.min_score
     kept = ~np.isin(state.ids, ids[remembered]) & (age_s <= cfg.max_age_s)   # older memories of other ids
@@ -164,11 +156,7 @@ def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np
     new_state = HeldObjectsState(
         ids=np.concatenate([state.ids[kept], ids[remembered]]),
         labels=np.concatenate([state.labels[kept], labels[remembered]]),
-        centres=np.concatenate([state.centres[kept], np.concatenate(
-            [boxes[remembered, :2] @ rotation.T + translation, boxes[remembered, 2:3]], axis=1)]),
-        sizes=np.concatenate([state.sizes[kept], boxes[remembered, 3:6]]),
-        yaws=np.concatenate([state.yaws[kept], boxes[remembered, 6] + ego_yaw]),
-        velocities=np.concatenate([state.velocities[kept], boxes[remembered, 7:9] @ rotation.T]),
+        boxes=np.concatenate([state.boxes[kept], transform_boxes(boxes[remembered], ego2global)]),
         scores=np.concatenate([state.scores[kept], scores[remembered]]),
         class_probabilities=np.concatenate([old_probabilities[kept], class_probabilities[remembered]]),
         last_seen_us=np.concatenate([state.last_seen_us[kept],
@@ -176,18 +164,16 @@ def hold_sample(detection: dict[str, Tensor], failed: np.ndarray, intrinsics: np
         timestamp_us=timestamp_us, sequence_id=sequence_id)
     if not len(held):
         return detection, new_state
-    return _appended(detection, state, held, held_centres, age_s[held], rotation, ego_yaw, cfg), new_state
+    return _appended(detection, state, held, held_boxes, age_s[held], cfg), new_state
 
 
-def _appended(detection: dict[str, Tensor], state: HeldObjectsState, rows: np.ndarray, centres: np.ndarray,
-              age_s: np.ndarray, rotation: np.ndarray, ego_yaw: float, cfg: BlindZoneHoldConfig) -> dict[str, Tensor]:
-    """``detection`` with the held objects ``rows`` of ``state`` (ego-frame centres [M, 3]) appended, sorted by score."""
+def _appended(detection: dict[str, Tensor], state: HeldObjectsState, rows: np.ndarray, boxes: np.ndarray,
+              age_s: np.ndarray, cfg: BlindZoneHoldConfig) -> dict[str, Tensor]:
+    """``detection`` with the held objects ``rows`` of ``state`` (their ego-frame boxes [M, 10])
+    appended, sorted by score."""
     decay = np.exp(-cfg.score_decay_per_s * age_s)
-    boxes = np.zeros((len(rows), detection["boxes"].shape[1]))
-    boxes[:, :3] = centres
-    boxes[:, 3:6] = state.sizes[rows]
-    boxes[:, 6] = np.remainder(state.yaws[rows] - ego_yaw + math.pi, 2 * math.pi) - math.pi
-    boxes[:, 7:9] = state.velocities[rows] @ rotation                     # global -> ego axes
+    boxes = boxes.copy()
+    boxes[:, 6] = np.remainder(boxes[:, 6] + math.pi, 2 * math.pi) - math.pi
     occlusion_probabilities = np.zeros((len(rows), NUM_OCCLUSION_STATES))
     occlusion_probabilities[:, HEAVILY_OCCLUDED] = 1.0
     reference = detection["boxes"]
@@ -202,8 +188,8 @@ def _appended(detection: dict[str, Tensor], state: HeldObjectsState, rows: np.nd
 
 def hold_detections(detections: list[dict[str, Tensor]], cam_mask: Tensor, intrinsics: Tensor, cam2ego: Tensor,
                     image_size: tuple[int, int], ego2global: Tensor, timestamp_us: Tensor, states: tuple,
-                    cfg: BlindZoneHoldConfig, sequence_ids: Sequence | None = None,
-                    inside_grid: Callable[[np.ndarray], np.ndarray] | None = None, score_threshold: float = 0.0,
+                    cfg: BlindZoneHoldConfig, sequence_ids: Sequence | None = None, grid: BEVGrid | None = None,
+                    score_threshold: float = 0.0,
                     lidar_points: Sequence[Tensor] | None = None) -> tuple[list[dict[str, Tensor]], tuple]:
     """``hold_sample`` per sample of a batch: cam_mask [B, V] (True: failed), intrinsics
     [B, V, 3, 3], cam2ego [B, V, 4, 4], ego2global [B, 4, 4], timestamp_us [B]; states:
@@ -220,7 +206,7 @@ def hold_detections(detections: list[dict[str, Tensor]], cam_mask: Tensor, intri
                                  intrinsics[b].detach().cpu().double().numpy(),
                                  cam2ego[b].detach().cpu().double().numpy(), image_size,
                                  ego2global[b].detach().cpu().double().numpy(), int(timestamp_us[b]), state, cfg,
-                                 None if sequence_ids is None else sequence_ids[b], inside_grid, score_threshold,
+                                 None if sequence_ids is None else sequence_ids[b], grid, score_threshold,
                                  lidar_points is not None and len(lidar_points[b]) > 0)
         held.append(out)
         new_states.append(state)
